@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ControlplaneConfig(AppConfig):
+    name = "controlplane"
+    verbose_name = "Control plane (metering and audit)"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,20 @@
+"""Per-worker engine keys, derived rather than stored.
+
+Each vLLM engine runs with ``--api-key``, so its port answers only callers that know the key:
+the gateway (to proxy) and the node agent that runs it (to probe). Both get it from here or,
+for the agent, from its authenticated assignment feed. The key never appears in the
+provisioning API or in logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from django.conf import settings
+
+
+def worker_api_key(worker_id: int) -> str:
+    secret = settings.WORKER_KEY_SECRET.encode()
+    digest = hmac.new(secret, f"worker:{worker_id}".encode(), hashlib.sha256).hexdigest()
+    return f"cpw-{digest[:48]}"

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from tenants import keys
+from tenants.models import ApiKey, Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_plaintext_is_in_no_table_after_creation(tenant_a: Tenant) -> None:
+    _, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    secret_part = plaintext[len(keys.API_KEY_MARKER) + keys.IDENT_LENGTH :]
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')  # noqa: S608 - table names from introspection
+            for row in cursor.fetchall():
+                assert not any(secret_part in str(value) for value in row), table
+
+
+def test_it_authenticates_the_plaintext_once_issued(tenant_a: Tenant) -> None:
+    key, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    assert ApiKey.authenticate(plaintext) == key
+    assert key.hashed_key == keys.keyed_hash(plaintext)
+    assert plaintext.startswith(key.prefix)
+
+
+def test_it_rejects_a_key_with_one_character_changed(tenant_a: Tenant) -> None:
+    _, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    tampered = plaintext[:-1] + ("a" if plaintext[-1] != "a" else "b")
+    assert ApiKey.authenticate(tampered) is None
+
+
+def test_it_rejects_revoked_key(tenant_a: Tenant) -> None:
+    key, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    key.revoke()
+    assert ApiKey.authenticate(plaintext) is None
+
+
+def test_it_rejects_expired_key(tenant_a: Tenant) -> None:
+    _, plaintext = ApiKey.issue(
+        tenant=tenant_a, name="prod", expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert ApiKey.authenticate(plaintext) is None
+
+
+def test_it_rejects_keys_of_an_inactive_tenant(tenant_a: Tenant) -> None:
+    _, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    Tenant.objects.filter(pk=tenant_a.pk).update(active=False)
+    assert ApiKey.authenticate(plaintext) is None
+
+
+def test_rotation_keeps_the_old_key_working_for_the_grace_period(tenant_a: Tenant) -> None:
+    old, old_plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
+    new, new_plaintext = old.rotate(grace=timedelta(hours=1))
+    assert ApiKey.authenticate(old_plaintext) == old
+    assert ApiKey.authenticate(new_plaintext) == new
+    old.refresh_from_db()
+    assert old.expires_at is not None
+    assert timedelta(minutes=59) < old.expires_at - timezone.now() <= timedelta(hours=1)
