@@ -5,3 +5,8 @@ class ControlplaneConfig(AppConfig):
     name = "controlplane"
     verbose_name = "Control plane (metering and audit)"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from controlplane import signals
+
+        signals.connect()
