@@ -240,3 +240,21 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- REST API: interactive docs (api) ----------------------------------------------------
+# Swagger UI and Redoc assets come from the sidecar package, served as our own static files:
+# drf-spectacular's default is a CDN, which machines without internet access cannot reach.
+INSTALLED_APPS += ["drf_spectacular_sidecar"]
+SPECTACULAR_SETTINGS.update(
+    {
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+        "REDOC_DIST": "SIDECAR",
+        # Several models have a `state`; name each choice set after its model.
+        "ENUM_NAME_OVERRIDES": {
+            "NodeStateEnum": "nodes.models.NodeState",
+            "WorkerStateEnum": "nodes.models.WorkerState",
+            "VersionStateEnum": "models_registry.models.VersionState",
+        },
+    }
+)

@@ -1,0 +1,195 @@
+"""Base classes every provisioning-API viewset and serializer builds on.
+
+Three concerns live here, once:
+
+- tenant narrowing: a tenant member's queryset holds only its own tenant's rows, so another
+  tenant's objects are 404 (their existence is not revealed), never 403;
+- writes in a transaction: a failing write leaves nothing half-written;
+- the audit trail: every create, update, delete and action records an AuditEvent
+  (`via="api"`), with secrets left out of `changes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import QuerySet
+from rest_framework import permissions, serializers, viewsets
+from rest_framework.request import Request
+
+from controlplane import audit
+from tenants.models import Tenant
+from tenants.roles import Actor, actor_of
+
+# Field names never copied into an audit event's `changes`.
+SECRET_FIELDS = frozenset({"hashed_key", "hashed_token", "credential_hash", "password"})
+
+
+def snapshot(obj: models.Model) -> dict[str, Any]:
+    """The audit-worthy state of an object: its concrete fields and its many-to-many ids."""
+    state: dict[str, Any] = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in SECRET_FIELDS:
+            continue
+        state[field.name] = field.value_from_object(obj)
+    if obj.pk is not None:
+        for m2m in obj._meta.many_to_many:
+            state[m2m.name] = sorted(getattr(obj, m2m.name).values_list("pk", flat=True))
+    return state
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [old, new]} for every field whose value changed."""
+    return {
+        name: [before.get(name), value]
+        for name, value in after.items()
+        if name not in {"updated_at"} and before.get(name) != value
+    }
+
+
+def client_address(request: Request) -> str | None:
+    address = request.META.get("REMOTE_ADDR")
+    return str(address) if address else None
+
+
+class ActorMixin:
+    """`self.actor`: who is asking, as a role and a tenant (tenants.roles)."""
+
+    request: Any  # the view's DRF request
+
+    @property
+    def actor(self) -> Actor:
+        return actor_of(self.request.user)
+
+
+class TenantNarrowedMixin(ActorMixin):
+    """Narrow the queryset to the actor's tenant through `tenant_lookup`.
+
+    Platform admins see everything; a tenant member sees only rows whose `tenant_lookup`
+    is its tenant; anyone else sees nothing.
+    """
+
+    tenant_lookup: str = "tenant"
+    # Set when the lookup crosses a to-many relation, so a row cannot appear twice.
+    tenant_lookup_distinct: bool = False
+
+    def narrow_to_tenant(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        actor = self.actor
+        if actor.is_platform_admin:
+            return queryset
+        if actor.tenant is None:
+            return queryset.none()
+        queryset = queryset.filter(**{self.tenant_lookup: actor.tenant})
+        return queryset.distinct() if self.tenant_lookup_distinct else queryset
+
+
+class AuditedMixin(ActorMixin):
+    """Runs every write in a transaction and records it in the audit log."""
+
+    def audit(self, action: str, obj: models.Model, changes: dict[str, Any] | None = None) -> None:
+        audit.record(
+            actor=self.request.user,
+            via="api",
+            action=action,
+            obj=obj,
+            changes=changes,
+            remote_addr=client_address(self.request),
+        )
+
+    def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        with transaction.atomic():
+            obj = serializer.save()
+            self.audit("create", obj, snapshot(obj))
+
+    def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
+        with transaction.atomic():
+            before = snapshot(serializer.instance)  # type: ignore[arg-type]
+            obj = serializer.save()
+            obj.refresh_from_db()
+            self.audit("update", obj, diff(before, snapshot(obj)))
+
+    def perform_destroy(self, instance: models.Model) -> None:
+        with transaction.atomic():
+            # Recorded first: after the delete the object has no primary key to name.
+            self.audit("delete", instance, snapshot(instance))
+            instance.delete()
+
+
+class AuditedModelViewSet(AuditedMixin, TenantNarrowedMixin, viewsets.ModelViewSet):
+    """A model viewset whose writes are transactional and audited, narrowed to the tenant
+    when `tenant_scoped` is true."""
+
+    tenant_scoped = False
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        return self.narrow_to_tenant(queryset) if self.tenant_scoped else queryset
+
+
+class NarrowedReadOnlyViewSet(TenantNarrowedMixin, viewsets.ReadOnlyModelViewSet):
+    tenant_scoped = False
+
+    def get_queryset(self) -> QuerySet[Any]:
+        queryset = super().get_queryset()
+        return self.narrow_to_tenant(queryset) if self.tenant_scoped else queryset
+
+
+def allowed_tenants(request: Request) -> QuerySet[Tenant]:
+    """The tenants the requesting actor may write to: all for platform admins, its own
+    for a tenant admin. A serializer's `tenant` field uses this, so that naming another
+    tenant is a field error ("object does not exist"), never a cross-tenant write."""
+    actor = actor_of(request.user)
+    if actor.is_platform_admin:
+        return Tenant.objects.all()
+    if actor.tenant is None:
+        return Tenant.objects.none()
+    return Tenant.objects.filter(pk=actor.tenant.pk)
+
+
+class TenantField(serializers.PrimaryKeyRelatedField[Tenant]):
+    """A tenant chosen by id, limited to the tenants the actor may write to."""
+
+    def get_queryset(self) -> QuerySet[Tenant]:
+        request = self.context.get("request")
+        if request is None:
+            return Tenant.objects.none()
+        return allowed_tenants(request)
+
+
+def default_tenant(serializer: serializers.Serializer[Any], attrs: dict[str, Any]) -> Tenant:
+    """The tenant a new tenant-owned object belongs to: the one given, else the actor's own."""
+    tenant = attrs.get("tenant")
+    if tenant is None and serializer.instance is not None:
+        tenant = serializer.instance.tenant
+    if tenant is None:
+        request = serializer.context.get("request")
+        actor = actor_of(request.user) if request is not None else None
+        tenant = actor.tenant if actor is not None else None
+    if tenant is None:
+        raise serializers.ValidationError({"tenant": "This field is required."})
+    return tenant
+
+
+def string_map_problem(value: object) -> str | None:
+    """Why `value` is not an object of string names to string values (None if it is)."""
+    if not isinstance(value, dict):
+        return "Expected an object of string names to string values."
+    bad = [str(k) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        return f"Values must be strings; not so for: {', '.join(sorted(bad))}."
+    return None
+
+
+def ids(objects: Iterable[models.Model]) -> list[Any]:
+    return sorted(obj.pk for obj in objects)
+
+
+class HasRole(permissions.BasePermission):
+    """Anyone with a role (platform admin, tenant admin or viewer), for what is their own."""
+
+    message = "Your user has no role: ask a platform admin for one."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return actor_of(request.user).role is not None

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from controlplane.api_base import AuditedModelViewSet
+from models_registry.api import filters, serializers
+from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion
+from tenants.permissions import IsPlatformAdmin, TenantReadOnly
+
+
+class EngineRuntimeViewSet(AuditedModelViewSet):
+    """Installed engines (fleet-wide: platform admins only)."""
+
+    queryset = EngineRuntime.objects.all()
+    serializer_class = serializers.EngineRuntimeSerializer
+    filterset_class = filters.EngineRuntimeFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["name", "version"]
+    ordering_fields = ["name", "version", "created_at"]
+
+
+class ModelViewSet(AuditedModelViewSet):
+    """Models by the name clients send. Tenant members read the models granted to them."""
+
+    queryset = Model.objects.all()
+    serializer_class = serializers.ModelSerializer
+    filterset_class = filters.ModelFilter
+    permission_classes = [TenantReadOnly]
+    tenant_scoped = True
+    tenant_lookup = "grants__tenant"
+    tenant_lookup_distinct = True
+    search_fields = ["name", "description"]
+    ordering_fields = ["name", "task", "created_at"]
+
+
+class ModelVersionViewSet(AuditedModelViewSet):
+    """What actually runs: weights, engine settings and prices (platform admins only)."""
+
+    queryset = ModelVersion.objects.select_related("model", "runtime").all()
+    serializer_class = serializers.ModelVersionSerializer
+    filterset_class = filters.ModelVersionFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["label", "model__name", "weights_source"]
+    ordering_fields = ["label", "state", "created_at", "updated_at"]
+
+
+class ModelGrantViewSet(AuditedModelViewSet):
+    """Which tenant may use which model. Tenant members read theirs; platform admins write."""
+
+    queryset = ModelGrant.objects.select_related("tenant", "model").all()
+    serializer_class = serializers.ModelGrantSerializer
+    filterset_class = filters.ModelGrantFilter
+    permission_classes = [TenantReadOnly]
+    tenant_scoped = True
+    http_method_names = ["get", "post", "delete", "head", "options"]
+    ordering_fields = ["created_at"]

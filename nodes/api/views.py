@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from controlplane.api_base import AuditedModelViewSet, snapshot
+from nodes.api import filters, serializers
+from nodes.models import Deployment, Gpu, Node, Worker
+from tenants import keys
+from tenants.permissions import IsPlatformAdmin
+
+
+def issue_credential(node: Node) -> str:
+    """Give the node a fresh agent credential; the old one stops working at once."""
+    secret = keys.generate(keys.NODE_CREDENTIAL_MARKER)
+    node.credential_prefix = secret.prefix
+    node.credential_hash = secret.hashed
+    node.save(update_fields=["credential_prefix", "credential_hash", "updated_at"])
+    return secret.plaintext
+
+
+class NodeViewSet(AuditedModelViewSet):
+    """GPU hosts. Creating one returns its agent credential, once."""
+
+    queryset = Node.objects.all()
+    serializer_class = serializers.NodeSerializer
+    filterset_class = filters.NodeFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["name", "address"]
+    ordering_fields = ["name", "state", "last_heartbeat_at", "created_at"]
+
+    def perform_create(self, serializer: BaseSerializer[Any]) -> None:
+        node = serializer.save()
+        node._plaintext = issue_credential(node)
+        self.audit("create", node, snapshot(node))
+
+    @extend_schema(responses={201: serializers.NodeCreatedSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        with transaction.atomic():
+            self.perform_create(serializer)
+        created = serializers.NodeCreatedSerializer(
+            serializer.instance, context=self.get_serializer_context()
+        )
+        return Response(created.data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: serializers.NodeCreatedSerializer})
+    @action(detail=True, methods=["post"], url_path="rotate-credential")
+    def rotate_credential(self, request: Request, pk: str | None = None) -> Response:
+        """Replace the node agent's credential; the agent must be given the new one."""
+        node = self.get_object()
+        with transaction.atomic():
+            plaintext = issue_credential(node)
+            self.audit("rotate-credential", node, {"credential_prefix": node.credential_prefix})
+        node._plaintext = plaintext
+        return Response(
+            serializers.NodeCreatedSerializer(node, context=self.get_serializer_context()).data
+        )
+
+
+class GpuViewSet(viewsets.ReadOnlyModelViewSet):
+    """GPUs as the node agents report them (read-only)."""
+
+    queryset = Gpu.objects.select_related("node").all()
+    serializer_class = serializers.GpuSerializer
+    filterset_class = filters.GpuFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["name", "uuid", "node__name"]
+    ordering_fields = ["index", "memory_total_bytes", "memory_used_bytes"]
+
+
+class DeploymentViewSet(AuditedModelViewSet):
+    """Desired state: run a model version as N replicas. Scale with PATCH {"replicas": n}."""
+
+    queryset = Deployment.objects.select_related("model_version__model").all()
+    serializer_class = serializers.DeploymentSerializer
+    filterset_class = filters.DeploymentFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["name", "model_version__model__name", "model_version__label"]
+    ordering_fields = ["name", "replicas", "created_at", "updated_at"]
+
+
+class WorkerViewSet(viewsets.ReadOnlyModelViewSet):
+    """Engine processes, as the scheduler and the node agents keep them (read-only)."""
+
+    queryset = Worker.objects.select_related("deployment", "node").prefetch_related("gpus").all()
+    serializer_class = serializers.WorkerSerializer
+    filterset_class = filters.WorkerFilter
+    permission_classes = [IsPlatformAdmin]
+    search_fields = ["deployment__name", "node__name", "last_error"]
+    ordering_fields = ["state", "created_at", "updated_at", "restarts"]
