@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+from controlplane.admin_base import AuditedAdmin
+from tenants import keys
+from tenants.models import ApiKey, ApiToken, Membership, Quota, Tenant
+
+
+@admin.register(Tenant)
+class TenantAdmin(AuditedAdmin):
+    list_display = ["slug", "name", "active", "priority_class", "created_at"]
+    list_filter = ["active", "priority_class"]
+    search_fields = ["slug", "name"]
+
+
+@admin.register(Membership)
+class MembershipAdmin(AuditedAdmin):
+    list_display = ["user", "role", "tenant"]
+    list_filter = ["role", "tenant"]
+    search_fields = ["user__username", "user__email"]
+    autocomplete_fields = ["tenant"]
+    list_select_related = ["user", "tenant"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(AuditedAdmin):
+    """Adding a key here shows its plaintext once, in the confirmation message."""
+
+    list_display = ["prefix", "name", "tenant", "status", "expires_at", "last_used_at"]
+    list_filter = ["tenant", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "tenant__slug"]
+    readonly_fields = ["prefix", "last_used_at", "created_by", "rotated_from", "created_at"]
+    filter_horizontal = ["allowed_models"]
+    list_select_related = ["tenant"]
+    actions = ["revoke_keys"]
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
+        if not change:
+            secret = keys.generate(keys.API_KEY_MARKER)
+            obj.prefix, obj.hashed_key = secret.prefix, secret.hashed
+            obj.created_by = request.user
+            messages.warning(
+                request,
+                f"The new key is {secret.plaintext} — copy it now: it is shown only this once.",
+            )
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke_keys(self, request: HttpRequest, queryset: Any) -> None:
+        for key in queryset.filter(revoked_at__isnull=True):
+            key.revoke()
+            self.audit_event(request, "revoke", key, None)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(AuditedAdmin):
+    """Provisioning-API tokens; adding one here shows its plaintext once."""
+
+    list_display = ["prefix", "name", "user", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "name", "user__username"]
+    fields = ["user", "name", "expires_at", "revoked_at"]
+    list_select_related = ["user"]
+
+    def save_model(
+        self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
+    ) -> None:
+        if not change:
+            secret = keys.generate(keys.API_TOKEN_MARKER)
+            obj.prefix, obj.hashed_token = secret.prefix, secret.hashed
+            messages.warning(
+                request,
+                f"The new token is {secret.plaintext} — copy it now: it is shown only this once.",
+            )
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(Quota)
+class QuotaAdmin(AuditedAdmin):
+    list_display = [
+        "tenant",
+        "api_key",
+        "model",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "concurrent_requests",
+        "tokens_per_day",
+        "cost_per_month",
+    ]
+    list_filter = ["tenant", "model"]
+    search_fields = ["tenant__slug", "api_key__name", "model__name"]
+    list_select_related = ["tenant", "api_key", "model"]
