@@ -5,9 +5,8 @@ from __future__ import annotations
 import django_filters
 from rest_framework import serializers
 
-from controlplane.api_base import NarrowedReadOnlyViewSet
+from controlplane.api_base import NarrowedReadOnlyViewSet, TenantMembersRead
 from controlplane.models import AuditEvent, UsageRecord, UsageStatus
-from tenants.permissions import TenantReadOnly
 
 
 class UsageRecordSerializer(serializers.ModelSerializer[UsageRecord]):
@@ -91,7 +90,7 @@ class UsageRecordViewSet(NarrowedReadOnlyViewSet):
     queryset = UsageRecord.objects.all()
     serializer_class = UsageRecordSerializer
     filterset_class = UsageRecordFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     search_fields = ["request_id"]
     ordering_fields = ["created_at", "cost", "latency_ms", "prompt_tokens", "completion_tokens"]
@@ -103,7 +102,7 @@ class AuditEventViewSet(NarrowedReadOnlyViewSet):
     queryset = AuditEvent.objects.all()
     serializer_class = AuditEventSerializer
     filterset_class = AuditEventFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     search_fields = ["object_repr", "actor_repr", "action"]
     ordering_fields = ["created_at"]

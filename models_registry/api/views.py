@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from controlplane.api_base import AuditedModelViewSet
+from controlplane.api_base import AuditedModelViewSet, TenantMembersRead
 from models_registry.api import filters, serializers
 from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion
-from tenants.permissions import IsPlatformAdmin, TenantReadOnly
+from tenants.permissions import IsPlatformAdmin
 
 
 class EngineRuntimeViewSet(AuditedModelViewSet):
@@ -23,7 +23,7 @@ class ModelViewSet(AuditedModelViewSet):
     queryset = Model.objects.all()
     serializer_class = serializers.ModelSerializer
     filterset_class = filters.ModelFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     tenant_lookup = "grants__tenant"
     tenant_lookup_distinct = True
@@ -48,7 +48,7 @@ class ModelGrantViewSet(AuditedModelViewSet):
     queryset = ModelGrant.objects.select_related("tenant", "model").all()
     serializer_class = serializers.ModelGrantSerializer
     filterset_class = filters.ModelGrantFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     http_method_names = ["get", "post", "delete", "head", "options"]
     ordering_fields = ["created_at"]

@@ -152,6 +152,9 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "rotated_from",
             "created_at",
         ]
+        # The name's uniqueness among active keys is checked in validate(); DRF's own
+        # validator for that constraint would make `tenant` required even for tenant admins.
+        validators: list[Any] = []
 
     def validate_expires_at(self, value: Any) -> Any:
         if value is not None and value <= timezone.now():

@@ -14,11 +14,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from controlplane.api_base import AuditedModelViewSet, HasRole, snapshot
+from controlplane.api_base import (
+    AuditedModelViewSet,
+    HasRole,
+    TenantAdminsWrite,
+    TenantMembersRead,
+    snapshot,
+)
 from tenants.api import filters, serializers
 from tenants.api import schema as _schema  # noqa: F401 - registers the token scheme for OpenAPI
 from tenants.models import ApiKey, ApiToken, Quota, Tenant
-from tenants.permissions import TenantReadOnly, TenantScoped
 
 
 class TenantViewSet(AuditedModelViewSet):
@@ -27,7 +32,7 @@ class TenantViewSet(AuditedModelViewSet):
     queryset = Tenant.objects.all()
     serializer_class = serializers.TenantSerializer
     filterset_class = filters.TenantFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     tenant_lookup = "pk"
     search_fields = ["slug", "name"]
@@ -40,7 +45,7 @@ class UserViewSet(AuditedModelViewSet):
     queryset = get_user_model().objects.select_related("membership__tenant").order_by("username")
     serializer_class = serializers.UserSerializer
     filterset_class = filters.UserFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     tenant_lookup = "membership__tenant"
     search_fields = ["username", "email", "first_name", "last_name"]
@@ -65,7 +70,7 @@ class ApiKeyViewSet(AuditedModelViewSet):
     )
     serializer_class = serializers.ApiKeySerializer
     filterset_class = filters.ApiKeyFilter
-    permission_classes = [TenantScoped]
+    permission_classes = [TenantAdminsWrite]
     tenant_scoped = True
     http_method_names = ["get", "post", "put", "patch", "head", "options"]
     search_fields = ["name", "prefix"]
@@ -184,6 +189,6 @@ class QuotaViewSet(AuditedModelViewSet):
     queryset = Quota.objects.select_related("tenant", "api_key", "model").all()
     serializer_class = serializers.QuotaSerializer
     filterset_class = filters.QuotaFilter
-    permission_classes = [TenantReadOnly]
+    permission_classes = [TenantMembersRead]
     tenant_scoped = True
     ordering_fields = ["created_at", "updated_at", "id"]
