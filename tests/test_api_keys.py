@@ -173,6 +173,17 @@ def test_a_revoked_key_cannot_be_rotated(admin_a: Actor) -> None:
     assert ApiKey.objects.count() == 1
 
 
+def test_a_key_is_rotated_once_then_its_successor_is(admin_a: Actor) -> None:
+    created = create_key(admin_a, name="prod")
+    first = admin_a.client.post(f"/api/v1/api-keys/{created['id']}/rotate/")
+    assert first.status_code == 201
+    again = admin_a.client.post(f"/api/v1/api-keys/{created['id']}/rotate/")
+    assert again.status_code == 400
+    assert str(first.data["id"]) in again.data["detail"]
+    assert admin_a.client.post(f"/api/v1/api-keys/{first.data['id']}/rotate/").status_code == 201
+    assert ApiKey.objects.count() == 3
+
+
 def test_allowed_models_must_be_granted_to_the_tenant(admin_a: Actor, tenant_a: Tenant) -> None:
     granted = factories.grant(tenant_a).model
     not_granted = factories.model()

@@ -119,6 +119,12 @@ class ApiKeyViewSet(AuditedModelViewSet):
                 {"detail": f"This key is {key.status}: create a new key instead of rotating it."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
+        successor_id = ApiKey.objects.filter(rotated_from=key).values_list("pk", flat=True).first()
+        if successor_id is not None:
+            return Response(
+                {"detail": f"This key was already rotated to key {successor_id}: rotate that one."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         with transaction.atomic():
             successor, plaintext = key.rotate(grace=params.grace, created_by=request.user)
             self.audit(
