@@ -11,7 +11,7 @@ Three concerns live here, once:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import models, transaction
@@ -180,10 +180,6 @@ def string_map_problem(value: object) -> str | None:
     if bad:
         return f"Values must be strings; not so for: {', '.join(sorted(bad))}."
     return None
-
-
-def ids(objects: Iterable[models.Model]) -> list[Any]:
-    return sorted(obj.pk for obj in objects)
 
 
 class HasRole(permissions.BasePermission):
