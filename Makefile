@@ -25,6 +25,7 @@ install: $(VENV)/.installed-base ## Create the control plane's Python 3.12 envir
 install-dev: $(VENV)/.installed-dev ## The same, with test and lint tools
 
 migrate: install
+	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py migrate --noinput
 
 serve: migrate ## Serve the control plane on http://$(HOST):$(PORT)
