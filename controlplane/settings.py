@@ -240,3 +240,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Dashboard ---------------------------------------------------------------------------
+# Every page's navigation follows the viewer's role (controlplane/dashboard/context.py).
+TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
+    "controlplane.dashboard.context.dashboard"
+)
