@@ -156,14 +156,15 @@ def test_every_page_renders_for_each_role(
     assert log.status_code == detail_status
 
 
-def test_a_tenant_admin_gets_404_for_another_tenants_pages(
-    admin_a: Any, tenant_b: Tenant
-) -> None:
+def test_a_tenant_admin_gets_404_for_another_tenants_pages(admin_a: Any, tenant_b: Tenant) -> None:
     client = browser(admin_a)
     key, _ = ApiKey.issue(tenant=tenant_b, name="theirs")
     quota = Quota.objects.create(tenant=tenant_b, requests_per_minute=10)
     assert client.get(reverse("dashboard:tenant", args=["globex"])).status_code == 404
-    assert client.post(reverse("dashboard:key-create", args=["globex"]), {"name": "x"}).status_code == 404
+    assert (
+        client.post(reverse("dashboard:key-create", args=["globex"]), {"name": "x"}).status_code
+        == 404
+    )
     assert client.post(reverse("dashboard:key-revoke", args=["globex", key.pk])).status_code == 404
     assert client.post(reverse("dashboard:key-revoke", args=["acme", key.pk])).status_code == 404
     assert client.get(reverse("dashboard:quota-edit", args=["globex", quota.pk])).status_code == 404
@@ -184,23 +185,43 @@ def test_a_tenant_admin_sees_only_their_tenants_usage_and_audit(
 ) -> None:
     add_usage(tenant_a, chat_model, 2)
     add_usage(tenant_b, chat_model, 3)
-    AuditEvent.objects.create(actor_repr="x", via="api", action="create", object_type="t", object_repr="globex-secret-thing", tenant=tenant_b)
+    AuditEvent.objects.create(
+        actor_repr="x",
+        via="api",
+        action="create",
+        object_type="t",
+        object_repr="globex-secret-thing",
+        tenant=tenant_b,
+    )
     client = browser(admin_a)
     exported = client.get(reverse("dashboard:usage-csv"), {"tenant": tenant_b.pk})
     assert exported.status_code == 400  # another tenant is not even a valid choice
-    rows = list(csv.reader(io.StringIO(client.get(reverse("dashboard:usage-csv")).content.decode())))
+    rows = list(
+        csv.reader(io.StringIO(client.get(reverse("dashboard:usage-csv")).content.decode()))
+    )
     assert [row[1] for row in rows[1:]] == ["acme"]
     assert rows[1][3] == "2"
     assert "globex-secret-thing" not in client.get(reverse("dashboard:audit")).content.decode()
-    assert "globex-secret-thing" in browser(platform_admin).get(reverse("dashboard:audit")).content.decode()
+    assert (
+        "globex-secret-thing"
+        in browser(platform_admin).get(reverse("dashboard:audit")).content.decode()
+    )
 
 
 def test_a_viewer_cannot_change_anything(viewer_a: Any, tenant_a: Tenant) -> None:
     client = browser(viewer_a)
     key, _ = ApiKey.issue(tenant=tenant_a, name="prod")
-    assert client.post(reverse("dashboard:key-create", args=["acme"]), {"name": "x"}).status_code == 403
+    assert (
+        client.post(reverse("dashboard:key-create", args=["acme"]), {"name": "x"}).status_code
+        == 403
+    )
     assert client.post(reverse("dashboard:key-revoke", args=["acme", key.pk])).status_code == 403
-    assert client.post(reverse("dashboard:quota-create", args=["acme"]), {"requests_per_minute": 5}).status_code == 403
+    assert (
+        client.post(
+            reverse("dashboard:quota-create", args=["acme"]), {"requests_per_minute": 5}
+        ).status_code
+        == 403
+    )
     page = client.get(reverse("dashboard:tenant", args=["acme"])).content.decode()
     assert "Revoke" not in page
     assert "New key" not in page
@@ -209,11 +230,22 @@ def test_a_viewer_cannot_change_anything(viewer_a: Any, tenant_a: Tenant) -> Non
     assert ApiKey.objects.count() == 1
 
 
-def test_a_tenant_admin_cannot_reach_the_fleet_or_create_tenants(admin_a: Any, version: ModelVersion) -> None:
+def test_a_tenant_admin_cannot_reach_the_fleet_or_create_tenants(
+    admin_a: Any, version: ModelVersion
+) -> None:
     client = browser(admin_a)
-    assert client.post(reverse("dashboard:tenants"), {"slug": "new", "name": "New"}).status_code == 403
-    assert client.post(reverse("dashboard:models"), {"name": "x", "task": "chat"}).status_code == 403
-    assert client.post(reverse("dashboard:grant-create", args=["acme"]), {"model": version.model_id}).status_code == 403
+    assert (
+        client.post(reverse("dashboard:tenants"), {"slug": "new", "name": "New"}).status_code == 403
+    )
+    assert (
+        client.post(reverse("dashboard:models"), {"name": "x", "task": "chat"}).status_code == 403
+    )
+    assert (
+        client.post(
+            reverse("dashboard:grant-create", args=["acme"]), {"model": version.model_id}
+        ).status_code
+        == 403
+    )
     assert not Tenant.objects.filter(slug="new").exists()
 
 
@@ -222,7 +254,12 @@ def test_a_tenant_admin_cannot_reach_the_fleet_or_create_tenants(admin_a: Any, v
 
 def test_a_platform_admin_creates_a_tenant_and_it_is_audited(platform_admin: Any) -> None:
     client = browser(platform_admin)
-    response = htmx(client, "post", reverse("dashboard:tenants"), {"slug": "initech", "name": "Initech", "priority_class": "high", "active": "on"})
+    response = htmx(
+        client,
+        "post",
+        reverse("dashboard:tenants"),
+        {"slug": "initech", "name": "Initech", "priority_class": "high", "active": "on"},
+    )
     assert response.status_code == 200
     assert response["HX-Redirect"] == reverse("dashboard:tenant", args=["initech"])
     tenant = Tenant.objects.get(slug="initech")
@@ -237,13 +274,20 @@ def test_it_shows_field_errors_for_a_bad_tenant(platform_admin: Any, tenant_a: T
     body = response.content.decode()
     assert "Use 1-63 lowercase letters" in body
     assert "This field is required." in body
-    duplicate = htmx(client, "post", reverse("dashboard:tenants"), {"slug": "acme", "name": "Again", "priority_class": "normal"})
+    duplicate = htmx(
+        client,
+        "post",
+        reverse("dashboard:tenants"),
+        {"slug": "acme", "name": "Again", "priority_class": "normal"},
+    )
     assert duplicate.status_code == 422
     assert "already exists" in duplicate.content.decode()
     assert Tenant.objects.count() == 1
 
 
-def test_the_tenant_search_narrows_the_list(platform_admin: Any, tenant_a: Tenant, tenant_b: Tenant) -> None:
+def test_the_tenant_search_narrows_the_list(
+    platform_admin: Any, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
     response = htmx(browser(platform_admin), "get", reverse("dashboard:tenants"), {"q": "glob"})
     body = response.content.decode()
     assert 'id="tenant-results"' in body
@@ -263,7 +307,9 @@ def test_the_tenant_list_paginates(platform_admin: Any) -> None:
 
 def test_a_new_key_is_shown_once_and_stored_only_as_a_hash(admin_a: Any, tenant_a: Tenant) -> None:
     client = browser(admin_a)
-    response = htmx(client, "post", reverse("dashboard:key-create", args=["acme"]), {"name": "prod"})
+    response = htmx(
+        client, "post", reverse("dashboard:key-create", args=["acme"]), {"name": "prod"}
+    )
     assert response.status_code == 200
     key = ApiKey.objects.get(tenant=tenant_a, name="prod")
     body = response.content.decode()
@@ -280,21 +326,32 @@ def test_a_new_key_is_shown_once_and_stored_only_as_a_hash(admin_a: Any, tenant_
 
 def test_a_key_name_must_be_unique_among_active_keys(admin_a: Any, tenant_a: Tenant) -> None:
     ApiKey.issue(tenant=tenant_a, name="prod")
-    response = htmx(browser(admin_a), "post", reverse("dashboard:key-create", args=["acme"]), {"name": "prod"})
+    response = htmx(
+        browser(admin_a), "post", reverse("dashboard:key-create", args=["acme"]), {"name": "prod"}
+    )
     assert response.status_code == 422
     assert "already has an active key with this name" in response.content.decode()
     assert ApiKey.objects.filter(name="prod").count() == 1
 
 
-def test_a_key_cannot_be_limited_to_a_model_the_tenant_is_not_granted(admin_a: Any, chat_model: Model) -> None:
-    response = htmx(browser(admin_a), "post", reverse("dashboard:key-create", args=["acme"]), {"name": "x", "allowed_models": [chat_model.pk]})
+def test_a_key_cannot_be_limited_to_a_model_the_tenant_is_not_granted(
+    admin_a: Any, chat_model: Model
+) -> None:
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:key-create", args=["acme"]),
+        {"name": "x", "allowed_models": [chat_model.pk]},
+    )
     assert response.status_code == 422
     assert "Select a valid choice" in response.content.decode()
 
 
 def test_revoking_a_key_stops_it_and_is_audited(admin_a: Any, tenant_a: Tenant) -> None:
     key, plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
-    response = htmx(browser(admin_a), "post", reverse("dashboard:key-revoke", args=["acme", key.pk]))
+    response = htmx(
+        browser(admin_a), "post", reverse("dashboard:key-revoke", args=["acme", key.pk])
+    )
     assert response.status_code == 200
     assert "Revoked" in response.content.decode()
     assert ApiKey.authenticate(plaintext) is None
@@ -305,7 +362,12 @@ def test_rotating_a_key_shows_the_successor_once_and_keeps_the_old_one_for_the_g
     admin_a: Any, tenant_a: Tenant
 ) -> None:
     key, old_plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
-    response = htmx(browser(admin_a), "post", reverse("dashboard:key-rotate", args=["acme", key.pk]), {"grace": "3600"})
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:key-rotate", args=["acme", key.pk]),
+        {"grace": "3600"},
+    )
     assert response.status_code == 200
     successor = ApiKey.objects.get(rotated_from=key)
     body = response.content.decode()
@@ -318,7 +380,12 @@ def test_rotating_a_key_shows_the_successor_once_and_keeps_the_old_one_for_the_g
 
 def test_a_bad_grace_period_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
     key, _ = ApiKey.issue(tenant=tenant_a, name="prod")
-    response = htmx(browser(admin_a), "post", reverse("dashboard:key-rotate", args=["acme", key.pk]), {"grace": "-5"})
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:key-rotate", args=["acme", key.pk]),
+        {"grace": "-5"},
+    )
     assert response.status_code == 422
     assert not ApiKey.objects.filter(rotated_from=key).exists()
 
@@ -328,12 +395,22 @@ def test_a_bad_grace_period_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
 
 def test_a_quota_is_created_and_edited_inline(admin_a: Any, tenant_a: Tenant) -> None:
     client = browser(admin_a)
-    created = htmx(client, "post", reverse("dashboard:quota-create", args=["acme"]), {"requests_per_minute": "60"})
+    created = htmx(
+        client,
+        "post",
+        reverse("dashboard:quota-create", args=["acme"]),
+        {"requests_per_minute": "60"},
+    )
     assert created.status_code == 200
     quota = Quota.objects.get(tenant=tenant_a)
     form = htmx(client, "get", reverse("dashboard:quota-edit", args=["acme", quota.pk]))
     assert 'name="requests_per_minute"' in form.content.decode()
-    saved = htmx(client, "post", reverse("dashboard:quota-edit", args=["acme", quota.pk]), {"requests_per_minute": "120", "cost_per_day": "5.5"})
+    saved = htmx(
+        client,
+        "post",
+        reverse("dashboard:quota-edit", args=["acme", quota.pk]),
+        {"requests_per_minute": "120", "cost_per_day": "5.5"},
+    )
     assert saved.status_code == 200
     quota.refresh_from_db()
     assert (quota.requests_per_minute, quota.cost_per_day) == (120, Decimal("5.5"))
@@ -353,19 +430,34 @@ def test_a_bad_quota_value_is_an_error_beside_its_field(
     admin_a: Any, tenant_a: Tenant, field: str, value: str, message: str
 ) -> None:
     quota = Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
-    response = htmx(browser(admin_a), "post", reverse("dashboard:quota-edit", args=["acme", quota.pk]), {field: value})
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:quota-edit", args=["acme", quota.pk]),
+        {field: value},
+    )
     assert response.status_code == 422
     body = response.content.decode()
     field_block = body[body.index(f'id="field-{field}"') :]
     field_block = field_block[: field_block.index("</div>\n") + 7]
-    assert "invalid" in body[body.index(f'id="field-{field}"') - 40 : body.index(f'id="field-{field}"')]
+    assert (
+        "invalid"
+        in body[body.index(f'id="field-{field}"') - 40 : body.index(f'id="field-{field}"')]
+    )
     assert message in field_block
     quota.refresh_from_db()
     assert quota.requests_per_minute == 10
 
 
-def test_a_quota_for_an_ungranted_model_is_an_error(admin_a: Any, tenant_a: Tenant, chat_model: Model) -> None:
-    response = htmx(browser(admin_a), "post", reverse("dashboard:quota-create", args=["acme"]), {"model": chat_model.pk, "requests_per_minute": "5"})
+def test_a_quota_for_an_ungranted_model_is_an_error(
+    admin_a: Any, tenant_a: Tenant, chat_model: Model
+) -> None:
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:quota-create", args=["acme"]),
+        {"model": chat_model.pk, "requests_per_minute": "5"},
+    )
     assert response.status_code == 422
     assert "acme is not granted tiny-chat" in response.content.decode()
     assert not Quota.objects.exists()
@@ -373,7 +465,12 @@ def test_a_quota_for_an_ungranted_model_is_an_error(admin_a: Any, tenant_a: Tena
 
 def test_a_second_quota_for_the_same_scope_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
     Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
-    response = htmx(browser(admin_a), "post", reverse("dashboard:quota-create", args=["acme"]), {"tokens_per_day": "1000"})
+    response = htmx(
+        browser(admin_a),
+        "post",
+        reverse("dashboard:quota-create", args=["acme"]),
+        {"tokens_per_day": "1000"},
+    )
     assert response.status_code == 422
     assert "already exists" in response.content.decode()
     assert Quota.objects.count() == 1
@@ -385,8 +482,15 @@ def test_a_quota_needs_at_least_one_limit(admin_a: Any) -> None:
     assert "Set at least one limit" in response.content.decode()
 
 
-def test_a_platform_admin_grants_a_model(platform_admin: Any, tenant_a: Tenant, chat_model: Model) -> None:
-    response = htmx(browser(platform_admin), "post", reverse("dashboard:grant-create", args=["acme"]), {"model": chat_model.pk})
+def test_a_platform_admin_grants_a_model(
+    platform_admin: Any, tenant_a: Tenant, chat_model: Model
+) -> None:
+    response = htmx(
+        browser(platform_admin),
+        "post",
+        reverse("dashboard:grant-create", args=["acme"]),
+        {"model": chat_model.pk},
+    )
     assert response.status_code == 200
     assert ModelGrant.objects.filter(tenant=tenant_a, model=chat_model).exists()
     assert AuditEvent.objects.filter(action="grant", tenant=tenant_a).exists()
@@ -410,7 +514,12 @@ def test_a_version_with_bad_vllm_arguments_or_negative_prices_is_refused(
         "price_output_per_million": "0",
         "state": "draft",
     }
-    response = htmx(browser(platform_admin), "post", reverse("dashboard:version-create", args=[chat_model.pk]), data)
+    response = htmx(
+        browser(platform_admin),
+        "post",
+        reverse("dashboard:version-create", args=[chat_model.pk]),
+        data,
+    )
     assert response.status_code == 422
     body = response.content.decode()
     assert "is set by the control plane" in body
@@ -420,7 +529,9 @@ def test_a_version_with_bad_vllm_arguments_or_negative_prices_is_refused(
     assert not ModelVersion.objects.exists()
 
 
-def test_a_valid_version_is_created(platform_admin: Any, chat_model: Model, runtime: EngineRuntime) -> None:
+def test_a_valid_version_is_created(
+    platform_admin: Any, chat_model: Model, runtime: EngineRuntime
+) -> None:
     data = {
         "label": "v2",
         "weights_source": "var/models/tiny-llama",
@@ -434,42 +545,98 @@ def test_a_valid_version_is_created(platform_admin: Any, chat_model: Model, runt
         "state": "active",
         "enable_prefix_caching": "on",
     }
-    response = htmx(browser(platform_admin), "post", reverse("dashboard:version-create", args=[chat_model.pk]), data)
+    response = htmx(
+        browser(platform_admin),
+        "post",
+        reverse("dashboard:version-create", args=[chat_model.pk]),
+        data,
+    )
     assert response.status_code == 200, response.content.decode()[:2000]
     version = ModelVersion.objects.get(model=chat_model, label="v2")
     assert version.extra_args == {"max-num-seqs": 8, "enforce-eager": True}
     assert version.price_output_per_million == Decimal("0.6")
 
 
-def test_deployments_are_created_scaled_and_deleted(platform_admin: Any, version: ModelVersion) -> None:
+def test_deployments_are_created_scaled_and_deleted(
+    platform_admin: Any, version: ModelVersion
+) -> None:
     client = browser(platform_admin)
-    created = htmx(client, "post", reverse("dashboard:deployments"), {"name": "chat-a", "model_version": version.pk, "replicas": 2, "gpus_per_replica": 1, "placement_strategy": "binpack", "traffic_weight": 100, "label_selector": '{"zone": "a"}'})
+    created = htmx(
+        client,
+        "post",
+        reverse("dashboard:deployments"),
+        {
+            "name": "chat-a",
+            "model_version": version.pk,
+            "replicas": 2,
+            "gpus_per_replica": 1,
+            "placement_strategy": "binpack",
+            "traffic_weight": 100,
+            "label_selector": '{"zone": "a"}',
+        },
+    )
     assert created.status_code == 200
     deployment = Deployment.objects.get(name="chat-a")
     assert deployment.label_selector == {"zone": "a"}
-    scaled = htmx(client, "post", reverse("dashboard:deployment-update", args=[deployment.pk]), {"replicas": 4, "traffic_weight": 25, "desired_state": "running"})
+    scaled = htmx(
+        client,
+        "post",
+        reverse("dashboard:deployment-update", args=[deployment.pk]),
+        {"replicas": 4, "traffic_weight": 25, "desired_state": "running"},
+    )
     assert scaled.status_code == 200
     deployment.refresh_from_db()
     assert (deployment.replicas, deployment.traffic_weight) == (4, 25)
-    too_many = htmx(client, "post", reverse("dashboard:deployment-update", args=[deployment.pk]), {"replicas": 1000, "traffic_weight": 25, "desired_state": "running"})
+    too_many = htmx(
+        client,
+        "post",
+        reverse("dashboard:deployment-update", args=[deployment.pk]),
+        {"replicas": 1000, "traffic_weight": 25, "desired_state": "running"},
+    )
     assert too_many.status_code == 422
     assert "less than or equal to 256" in too_many.content.decode()
     deleted = htmx(client, "post", reverse("dashboard:deployment-delete", args=[deployment.pk]))
     assert deleted.status_code == 200
     assert not Deployment.objects.exists()
-    assert list(AuditEvent.objects.filter(object_type="nodes.Deployment").values_list("action", flat=True).order_by("id")) == ["create", "scale", "delete"]
+    assert list(
+        AuditEvent.objects.filter(object_type="nodes.Deployment")
+        .values_list("action", flat=True)
+        .order_by("id")
+    ) == ["create", "scale", "delete"]
 
 
 def test_a_bad_label_selector_is_a_field_error(platform_admin: Any, version: ModelVersion) -> None:
-    response = htmx(browser(platform_admin), "post", reverse("dashboard:deployments"), {"name": "chat-a", "model_version": version.pk, "replicas": 1, "gpus_per_replica": 1, "placement_strategy": "binpack", "traffic_weight": 100, "label_selector": '["a"]'})
+    response = htmx(
+        browser(platform_admin),
+        "post",
+        reverse("dashboard:deployments"),
+        {
+            "name": "chat-a",
+            "model_version": version.pk,
+            "replicas": 1,
+            "gpus_per_replica": 1,
+            "placement_strategy": "binpack",
+            "traffic_weight": 100,
+            "label_selector": '["a"]',
+        },
+    )
     assert response.status_code == 422
     assert "Expected an object of label names" in response.content.decode()
 
 
-def test_the_deployments_page_shows_why_a_deployment_is_unschedulable(platform_admin: Any, version: ModelVersion) -> None:
-    Deployment.objects.create(name="big", model_version=version, gpus_per_replica=8, unschedulable_reason="no node has 8 free GPUs")
+def test_the_deployments_page_shows_why_a_deployment_is_unschedulable(
+    platform_admin: Any, version: ModelVersion
+) -> None:
+    Deployment.objects.create(
+        name="big",
+        model_version=version,
+        gpus_per_replica=8,
+        unschedulable_reason="no node has 8 free GPUs",
+    )
     client = browser(platform_admin)
-    assert "no node has 8 free GPUs" in client.get(reverse("dashboard:deployments")).content.decode()
+    assert (
+        "no node has 8 free GPUs" in client.get(reverse("dashboard:deployments")).content.decode()
+    )
     assert "no node has 8 free GPUs" in client.get(reverse("dashboard:overview")).content.decode()
 
 
@@ -483,7 +650,9 @@ def test_traffic_shares_follow_the_weights(platform_admin: Any, version: ModelVe
 # --- nodes and workers -------------------------------------------------------------------
 
 
-def test_the_nodes_page_shows_gpus_their_holders_and_failing_workers(platform_admin: Any, version: ModelVersion) -> None:
+def test_the_nodes_page_shows_gpus_their_holders_and_failing_workers(
+    platform_admin: Any, version: ModelVersion
+) -> None:
     node = add_node("gpu-1")
     deployment = Deployment.objects.create(name="chat", model_version=version)
     worker = add_worker(deployment, node, 9000, state="crash_looping")
@@ -498,20 +667,31 @@ def test_the_nodes_page_shows_gpus_their_holders_and_failing_workers(platform_ad
     assert 'id="troubled-workers"' in overview
 
 
-def test_restart_and_drain_set_the_workers_desired_state(platform_admin: Any, version: ModelVersion) -> None:
+def test_restart_and_drain_set_the_workers_desired_state(
+    platform_admin: Any, version: ModelVersion
+) -> None:
     node = add_node("gpu-1")
     deployment = Deployment.objects.create(name="chat", model_version=version)
     worker = add_worker(deployment, node, 9000, state="failed")
     client = browser(platform_admin)
-    restarted = htmx(client, "post", reverse("dashboard:worker-action", args=[worker.pk, "restart"]))
+    restarted = htmx(
+        client, "post", reverse("dashboard:worker-action", args=[worker.pk, "restart"])
+    )
     assert restarted.status_code == 200
     worker.refresh_from_db()
     assert (worker.desired_state, worker.state) == ("running", WorkerState.PENDING)
     htmx(client, "post", reverse("dashboard:worker-action", args=[worker.pk, "drain"]))
     worker.refresh_from_db()
     assert worker.desired_state == "stopped"
-    assert client.post(reverse("dashboard:worker-action", args=[worker.pk, "explode"])).status_code == 403
-    assert list(AuditEvent.objects.filter(object_type="nodes.Worker").values_list("action", flat=True).order_by("id")) == ["restart", "drain"]
+    assert (
+        client.post(reverse("dashboard:worker-action", args=[worker.pk, "explode"])).status_code
+        == 403
+    )
+    assert list(
+        AuditEvent.objects.filter(object_type="nodes.Worker")
+        .values_list("action", flat=True)
+        .order_by("id")
+    ) == ["restart", "drain"]
 
 
 def test_a_node_is_cordoned_and_drained(platform_admin: Any) -> None:
@@ -525,7 +705,9 @@ def test_a_node_is_cordoned_and_drained(platform_admin: Any) -> None:
     assert node.state == "draining"
 
 
-def test_the_log_panel_never_shows_the_engine_key(platform_admin: Any, version: ModelVersion, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_log_panel_never_shows_the_engine_key(
+    platform_admin: Any, version: ModelVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from controlplane.dashboard import logs
 
     node = add_node("gpu-1")
@@ -533,10 +715,16 @@ def test_the_log_panel_never_shows_the_engine_key(platform_admin: Any, version: 
     secret = worker.engine_api_key
 
     def tail(worker: Worker, lines: int = 200) -> logs.LogTail:
-        return logs.LogTail(lines=[f"args: --api-key {secret}", "INFO ready"], source="test", available=True)
+        return logs.LogTail(
+            lines=[f"args: --api-key {secret}", "INFO ready"], source="test", available=True
+        )
 
     monkeypatch.setattr(logs, "worker_log_tail", tail)
-    body = browser(platform_admin).get(reverse("dashboard:worker-log", args=[worker.pk])).content.decode()
+    body = (
+        browser(platform_admin)
+        .get(reverse("dashboard:worker-log", args=[worker.pk]))
+        .content.decode()
+    )
     assert "INFO ready" in body
     assert secret not in body
 
@@ -544,10 +732,14 @@ def test_the_log_panel_never_shows_the_engine_key(platform_admin: Any, version: 
 # --- usage -------------------------------------------------------------------------------
 
 
-def test_the_overview_counts_todays_cost_and_recent_errors(platform_admin: Any, tenant_a: Tenant, chat_model: Model) -> None:
+def test_the_overview_counts_todays_cost_and_recent_errors(
+    platform_admin: Any, tenant_a: Tenant, chat_model: Model
+) -> None:
     add_usage(tenant_a, chat_model, 3, cost=Decimal("1.25"))
     add_usage(tenant_a, chat_model, 1, cost=Decimal("0"), status=UsageStatus.ENGINE_ERROR)
-    add_usage(tenant_a, chat_model, 5, cost=Decimal("9"), created_at=timezone.now() - timedelta(days=2))
+    add_usage(
+        tenant_a, chat_model, 5, cost=Decimal("9"), created_at=timezone.now() - timedelta(days=2)
+    )
     body = htmx(browser(platform_admin), "get", reverse("dashboard:overview")).content.decode()
     assert '<div class="value" id="stat-cost">$3.75</div>' in body
     assert '<div class="value" id="stat-errors">25%</div>' in body
@@ -561,11 +753,17 @@ def test_the_csv_export_has_one_row_per_day_tenant_and_model(
     add_usage(tenant_b, chat_model, 1, prompt_tokens=7, completion_tokens=3, cost=Decimal("0.25"))
     add_usage(tenant_a, chat_model, 4, created_at=today - timedelta(days=1))
     add_usage(tenant_a, chat_model, 9, created_at=today - timedelta(days=30))  # outside the range
-    response = browser(platform_admin).get(reverse("dashboard:usage-csv"), {"start": str((today - timedelta(days=1)).date()), "end": str(today.date())})
+    response = browser(platform_admin).get(
+        reverse("dashboard:usage-csv"),
+        {"start": str((today - timedelta(days=1)).date()), "end": str(today.date())},
+    )
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
-    summary = [(r["period"][:10], r["tenant"], r["model"], r["requests"], r["total_tokens"], r["cost_usd"]) for r in rows]
+    summary = [
+        (r["period"][:10], r["tenant"], r["model"], r["requests"], r["total_tokens"], r["cost_usd"])
+        for r in rows
+    ]
     yesterday, day = str((today - timedelta(days=1)).date()), str(today.date())
     assert summary == [
         (yesterday, "acme", "tiny-chat", "4", "60", "0.004000"),
@@ -574,19 +772,25 @@ def test_the_csv_export_has_one_row_per_day_tenant_and_model(
     ]
 
 
-def test_usage_filters_by_tenant_and_model(platform_admin: Any, tenant_a: Tenant, tenant_b: Tenant, chat_model: Model) -> None:
+def test_usage_filters_by_tenant_and_model(
+    platform_admin: Any, tenant_a: Tenant, tenant_b: Tenant, chat_model: Model
+) -> None:
     other = Model.objects.create(name="other")
     add_usage(tenant_a, chat_model, 2)
     add_usage(tenant_a, other, 3)
     add_usage(tenant_b, chat_model, 4)
     client = browser(platform_admin)
-    body = htmx(client, "get", reverse("dashboard:usage"), {"tenant": tenant_a.pk, "model": other.pk}).content.decode()
+    body = htmx(
+        client, "get", reverse("dashboard:usage"), {"tenant": tenant_a.pk, "model": other.pk}
+    ).content.decode()
     assert '<div class="value" id="usage-requests">3</div>' in body
     assert "usage-chart-data" in body
 
 
 def test_a_backwards_date_range_is_an_error(platform_admin: Any) -> None:
-    response = browser(platform_admin).get(reverse("dashboard:usage"), {"start": "2026-12-10", "end": "2026-12-01"})
+    response = browser(platform_admin).get(
+        reverse("dashboard:usage"), {"start": "2026-12-10", "end": "2026-12-01"}
+    )
     assert response.status_code == 422
     assert "The start must be on or before the end." in response.content.decode()
 
@@ -609,7 +813,9 @@ def grow_tenants(n: int) -> None:
 
 
 def grow_models(n: int) -> None:
-    runtime = EngineRuntime.objects.get_or_create(name="rt", defaults={"version": "1", "python_path": "/x"})[0]
+    runtime = EngineRuntime.objects.get_or_create(
+        name="rt", defaults={"version": "1", "python_path": "/x"}
+    )[0]
     start = Model.objects.count()
     for i in range(start, start + n):
         model = Model.objects.create(name=f"grown-{i}")
@@ -617,9 +823,13 @@ def grow_models(n: int) -> None:
 
 
 def grow_deployments(n: int) -> None:
-    runtime = EngineRuntime.objects.get_or_create(name="rt", defaults={"version": "1", "python_path": "/x"})[0]
+    runtime = EngineRuntime.objects.get_or_create(
+        name="rt", defaults={"version": "1", "python_path": "/x"}
+    )[0]
     model = Model.objects.get_or_create(name="grown")[0]
-    version = ModelVersion.objects.get_or_create(model=model, label="v1", defaults={"weights_source": "w", "runtime": runtime})[0]
+    version = ModelVersion.objects.get_or_create(
+        model=model, label="v1", defaults={"weights_source": "w", "runtime": runtime}
+    )[0]
     node = Node.objects.get_or_create(name="grown-node", defaults={"address": "127.0.0.1"})[0]
     start = Deployment.objects.count()
     for i in range(start, start + n):
@@ -628,10 +838,16 @@ def grow_deployments(n: int) -> None:
 
 
 def grow_nodes(n: int) -> None:
-    runtime = EngineRuntime.objects.get_or_create(name="rt", defaults={"version": "1", "python_path": "/x"})[0]
+    runtime = EngineRuntime.objects.get_or_create(
+        name="rt", defaults={"version": "1", "python_path": "/x"}
+    )[0]
     model = Model.objects.get_or_create(name="grown")[0]
-    version = ModelVersion.objects.get_or_create(model=model, label="v1", defaults={"weights_source": "w", "runtime": runtime})[0]
-    deployment = Deployment.objects.get_or_create(name="grown", defaults={"model_version": version})[0]
+    version = ModelVersion.objects.get_or_create(
+        model=model, label="v1", defaults={"weights_source": "w", "runtime": runtime}
+    )[0]
+    deployment = Deployment.objects.get_or_create(
+        name="grown", defaults={"model_version": version}
+    )[0]
     start = Node.objects.count()
     for i in range(start, start + n):
         node = add_node(f"grown-{i}", gpus=2)
@@ -648,7 +864,15 @@ def grow_usage(n: int) -> None:
 def grow_audit(n: int) -> None:
     tenant = Tenant.objects.get_or_create(slug="audited", defaults={"name": "Audited"})[0]
     AuditEvent.objects.bulk_create(
-        AuditEvent(actor_repr="root", via="ui", action="update", object_type="tenants.Tenant", object_repr=f"t{i}", tenant=tenant, changes={"name": ["a", "b"]})
+        AuditEvent(
+            actor_repr="root",
+            via="ui",
+            action="update",
+            object_type="tenants.Tenant",
+            object_repr=f"t{i}",
+            tenant=tenant,
+            changes={"name": ["a", "b"]},
+        )
         for i in range(n)
     )
 
@@ -677,7 +901,9 @@ def test_a_list_page_makes_as_many_queries_for_50_rows_as_for_1(
     assert with_one == with_fifty
 
 
-def test_the_tenant_page_makes_as_many_queries_for_50_keys_as_for_1(platform_admin: Any, tenant_a: Tenant, chat_model: Model, granted: ModelGrant) -> None:
+def test_the_tenant_page_makes_as_many_queries_for_50_keys_as_for_1(
+    platform_admin: Any, tenant_a: Tenant, chat_model: Model, granted: ModelGrant
+) -> None:
     client = browser(platform_admin)
     url = reverse("dashboard:tenant", args=["acme"])
 

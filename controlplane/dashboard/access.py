@@ -56,10 +56,17 @@ def actor(request: HttpRequest) -> Actor:
     return actor_of(request.user)
 
 
+def own_tenant_id(who: Actor) -> int:
+    """The tenant of a tenant member (the membership constraint guarantees one)."""
+    if who.tenant_id is None:
+        raise PermissionDenied("Your account belongs to no tenant.")
+    return who.tenant_id
+
+
 def visible_tenants(who: Actor) -> QuerySet[Tenant]:
     if who.is_platform_admin:
         return Tenant.objects.all()
-    return Tenant.objects.filter(pk=who.tenant_id)
+    return Tenant.objects.filter(pk=own_tenant_id(who))
 
 
 def tenant_or_404(who: Actor, slug: str) -> Tenant:
@@ -106,7 +113,9 @@ def changed_fields(form: Any) -> dict[str, list[Any]]:
 def is_partial(request: HttpRequest) -> bool:
     """An htmx request wants a fragment; a history restore or a plain visit a full page."""
     htmx = getattr(request, "htmx", None)
-    return bool(htmx) and not htmx.history_restore_request
+    if not htmx:
+        return False
+    return not htmx.history_restore_request
 
 
 def respond(

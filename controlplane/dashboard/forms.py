@@ -114,9 +114,10 @@ class QuotaForm(forms.ModelForm):
 
     def clean_model(self) -> Model | None:
         model: Model | None = self.cleaned_data.get("model")
-        if model is not None and not ModelGrant.objects.filter(
-            tenant=self.tenant, model=model
-        ).exists():
+        if (
+            model is not None
+            and not ModelGrant.objects.filter(tenant=self.tenant, model=model).exists()
+        ):
             raise forms.ValidationError(
                 f"{self.tenant.slug} is not granted {model.name}; grant the model first."
             )
@@ -159,6 +160,13 @@ class RuntimeForm(forms.ModelForm):
         widgets = {"environment": forms.Textarea(attrs={"rows": 2})}
 
 
+class OptionalJSONField(forms.JSONField):
+    """Empty stays empty: a cleared box means "not set", and None shows as a blank box."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value is None else super().prepare_value(value)
+
+
 class ModelVersionForm(forms.ModelForm):
     """Rules: a label unique per model, vLLM arguments from the allow-list
     (`models_registry.engine_args.validate`, run by `ModelVersion.clean`), prices not negative,
@@ -184,7 +192,10 @@ class ModelVersionForm(forms.ModelForm):
             "price_output_per_million",
             "state",
         ]
+        field_classes = {"speculative_config": OptionalJSONField}
         labels = {
+            "weights_size_bytes": "Weights size (bytes)",
+            "kv_cache_bytes": "KV-cache bytes",
             "extra_args": "Further vLLM arguments",
             "price_input_per_million": "Input $/1M",
             "price_cached_input_per_million": "Cached input $/1M",
@@ -291,6 +302,11 @@ class UsageFilterForm(forms.Form):
     def __init__(self, *args: Any, tenants: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["tenant"].queryset = tenants  # type: ignore[attr-defined]
+
+    @classmethod
+    def default_range(cls) -> dict[str, str]:
+        today = timezone.now().date()
+        return {"start": str(today - timedelta(days=cls.DEFAULT_DAYS - 1)), "end": str(today)}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -47,7 +47,11 @@ class Overview:
 
     @property
     def gpu_memory_percent(self) -> int:
-        return round(100 * self.gpu_memory_used / self.gpu_memory_total) if self.gpu_memory_total else 0
+        return (
+            round(100 * self.gpu_memory_used / self.gpu_memory_total)
+            if self.gpu_memory_total
+            else 0
+        )
 
 
 def _by_state(rows: Any, choices: Any) -> list[tuple[str, str, int]]:
@@ -70,7 +74,9 @@ def traffic(usage: QuerySet[UsageRecord]) -> dict[str, Any]:
             "id", filter=Q(created_at__gte=window_start) & ~Q(status=UsageStatus.OK)
         ),
         window_tokens=Coalesce(
-            Sum(F("prompt_tokens") + F("completion_tokens"), filter=Q(created_at__gte=window_start)),
+            Sum(
+                F("prompt_tokens") + F("completion_tokens"), filter=Q(created_at__gte=window_start)
+            ),
             0,
         ),
         today_requests=Count("id", filter=Q(created_at__gte=start_of_today())),
@@ -103,9 +109,7 @@ def overview() -> Overview:
         total=Coalesce(Sum("memory_total_bytes"), 0),
         used=Coalesce(Sum("memory_used_bytes"), 0),
     )
-    in_use = (
-        Gpu.objects.filter(workers__state__in=ACTIVE_WORKER_STATES).distinct().count()
-    )
+    in_use = Gpu.objects.filter(workers__state__in=ACTIVE_WORKER_STATES).distinct().count()
     troubled = list(
         Worker.objects.filter(state__in=TROUBLED_WORKER_STATES)
         .select_related("node", "deployment__model_version__model")
@@ -152,8 +156,9 @@ def usage_report(usage: QuerySet[UsageRecord], *, start: date, end: date) -> Usa
     """One GROUP BY (period, tenant, model) feeds the table, the charts and the CSV."""
     bucket = "hour" if (end - start).days < 2 else "day"
     trunc = TruncHour("created_at") if bucket == "hour" else TruncDay("created_at")
-    rows = list(
-        usage.annotate(period=trunc)
+    rows: list[dict[str, Any]] = [
+        dict(row)
+        for row in usage.annotate(period=trunc)
         .values("period", "tenant__slug", "model__name")
         .annotate(
             requests=Count("id"),
@@ -164,7 +169,7 @@ def usage_report(usage: QuerySet[UsageRecord], *, start: date, end: date) -> Usa
             cost=Coalesce(Sum("cost"), Decimal(0)),
         )
         .order_by("period", "tenant__slug", "model__name")
-    )
+    ]
     for row in rows:
         row["model__name"] = row["model__name"] or "(deleted model)"
         row["total_tokens"] = row["prompt_tokens"] + row["completion_tokens"]

@@ -38,10 +38,13 @@
       var data = JSON.parse(source.textContent);
       var series = data[canvas.getAttribute("data-series")] || [];
       var money = canvas.getAttribute("data-money") === "1";
+      var kind = canvas.getAttribute("data-kind") || "bar";
+      // Bars stack (a total per period); lines overlay (a trend per series).
+      var stacked = kind === "bar";
       var existing = Chart.getChart(canvas);
       if (existing) existing.destroy();
       new Chart(canvas, {
-        type: canvas.getAttribute("data-kind") || "bar",
+        type: kind,
         data: {
           labels: data.labels,
           datasets: series.map(function (s, i) {
@@ -58,9 +61,9 @@
           interaction: { mode: "index", intersect: false },
           plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } },
           scales: {
-            x: { stacked: true, grid: { display: false } },
+            x: { stacked: stacked, grid: { display: false } },
             y: {
-              stacked: true, beginAtZero: true,
+              stacked: stacked, beginAtZero: true,
               ticks: { callback: function (v) { return money ? "$" + v : v.toLocaleString(); } }
             }
           }

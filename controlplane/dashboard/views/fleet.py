@@ -20,6 +20,7 @@ from controlplane.dashboard.access import (
     changed_fields,
     is_partial,
     member_view,
+    own_tenant_id,
     platform_admin_view,
     record,
     respond,
@@ -56,7 +57,7 @@ def visible_models(request: HttpRequest) -> QuerySet[Model]:
     who = actor(request)
     models = Model.objects.all()
     if not who.is_platform_admin:
-        models = models.filter(grants__tenant_id=who.tenant_id)
+        models = models.filter(grants__tenant_id=own_tenant_id(who))
     return models
 
 
@@ -84,7 +85,9 @@ def models_context(request: HttpRequest, **overrides: Any) -> dict[str, Any]:
 def model_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return model_create(request)
-    return respond(request, "dashboard/models.html", "htmx/model_results.html", models_context(request))
+    return respond(
+        request, "dashboard/models.html", "htmx/model_results.html", models_context(request)
+    )
 
 
 @platform_admin_view
@@ -257,8 +260,10 @@ def deployment_update(request: HttpRequest, deployment_id: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment, pk=deployment_id)
     form = DeploymentScaleForm(request.POST, instance=deployment)
     if not form.is_valid():
-        deployment = annotated_deployment(deployment_id)
-        context = {"deployment": deployment, "scale_form": form}
+        context: dict[str, Any] = {
+            "deployment": annotated_deployment(deployment_id),
+            "scale_form": form,
+        }
         return respond(
             request, "dashboard/deployment_edit.html", "htmx/deployment_row.html", context, 422
         )
@@ -269,8 +274,8 @@ def deployment_update(request: HttpRequest, deployment_id: int) -> HttpResponse:
             record(request, "scale", deployment, changes)
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
-    context = {"deployment": annotated_deployment(deployment_id), "saved": True}
-    return render(request, "htmx/deployment_row.html", context)
+    saved = {"deployment": annotated_deployment(deployment_id), "saved": True}
+    return render(request, "htmx/deployment_row.html", saved)
 
 
 def annotated_deployment(deployment_id: int) -> Deployment:
@@ -292,7 +297,9 @@ def deployment_delete(request: HttpRequest, deployment_id: int) -> HttpResponse:
             deployment.delete()
     except ProtectedError:
         # Usage records keep their worker as NULL, so nothing should protect it; say so if it does.
-        raise PermissionDenied("This deployment is still referenced and cannot be deleted.") from None
+        raise PermissionDenied(
+            "This deployment is still referenced and cannot be deleted."
+        ) from None
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
     return render(request, "htmx/deployment_results.html", deployments_context(request))
@@ -403,5 +410,3 @@ def worker_action(request: HttpRequest, worker_id: int, action: str) -> HttpResp
     if worker.node is None:
         return redirect_after_save(request, reverse("dashboard:deployments"))
     return node_answer(request, worker.node.name)
-
-

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 
 from controlplane.dashboard import metrics
-from controlplane.dashboard.access import actor, member_view, respond
+from controlplane.dashboard.access import actor, member_view, own_tenant_id, respond
 from controlplane.models import UsageRecord
 from nodes.models import Deployment, DesiredState
 
@@ -22,5 +22,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         )
     else:
         context["tenant"] = who.tenant
-        context["traffic"] = metrics.traffic(UsageRecord.objects.filter(tenant_id=who.tenant_id))
+        context["traffic"] = metrics.traffic(
+            UsageRecord.objects.filter(tenant_id=own_tenant_id(who))
+        )
     return respond(request, "dashboard/overview.html", "htmx/overview_stats.html", context)

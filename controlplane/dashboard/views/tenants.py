@@ -56,9 +56,7 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     query = request.GET.get("q", "").strip()
     tenants = visible_tenants(who).annotate(
-        active_keys=Count(
-            "api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True
-        ),
+        active_keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
         granted=Count("grants", distinct=True),
     )
     if query:
@@ -138,7 +136,9 @@ def tenant_update(request: HttpRequest, slug: str) -> HttpResponse:
     return redirect_after_save(request, reverse("dashboard:tenant", args=[tenant.slug]))
 
 
-def keys_response(request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any) -> HttpResponse:
+def keys_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
     context = tenant_context(request, tenant, **overrides)
     response = respond(request, "dashboard/tenant.html", "htmx/tenant_keys.html", context, status)
     # The answer may carry a key's plaintext: no cache, no history entry may keep it.
@@ -215,7 +215,9 @@ def key_rotate(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     return keys_response(request, tenant, new_key={"key": successor, "plaintext": plaintext})
 
 
-def quotas_response(request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any) -> HttpResponse:
+def quotas_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
     context = tenant_context(request, tenant, **overrides)
     return respond(request, "dashboard/tenant.html", "htmx/tenant_quotas.html", context, status)
 
@@ -242,7 +244,9 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)
     require_write(who)
-    quota = get_object_or_404(Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id)
+    quota = get_object_or_404(
+        Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
+    )
     if request.method == "GET":
         form = QuotaForm(instance=quota, tenant=tenant)
         context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
@@ -258,7 +262,9 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     if not is_partial(request):
         return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
     quota = Quota.objects.select_related("api_key", "model").get(pk=quota.pk)
-    return render(request, "htmx/quota_card.html", {"tenant": tenant, "quota": quota, "can_write": True})
+    return render(
+        request, "htmx/quota_card.html", {"tenant": tenant, "quota": quota, "can_write": True}
+    )
 
 
 @require_GET
@@ -267,7 +273,9 @@ def quota_card(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     """The read-only card, for "Cancel" on an inline edit."""
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    quota = get_object_or_404(Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id)
+    quota = get_object_or_404(
+        Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
+    )
     context = {"tenant": tenant, "quota": quota, "can_write": who.can_write_tenant}
     if not is_partial(request):
         return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
@@ -287,7 +295,9 @@ def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse
     return quotas_response(request, tenant)
 
 
-def grants_response(request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any) -> HttpResponse:
+def grants_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
     context = tenant_context(request, tenant, **overrides)
     return respond(request, "dashboard/tenant.html", "htmx/tenant_grants.html", context, status)
 
@@ -309,9 +319,10 @@ def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
 @platform_admin_view
 def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
     tenant = tenant_or_404(actor(request), slug)
-    grant = get_object_or_404(ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id)
+    grant = get_object_or_404(
+        ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id
+    )
     with transaction.atomic():
         record(request, "revoke_grant", grant, {"model": grant.model.name})
         grant.delete()
     return grants_response(request, tenant)
-

@@ -11,7 +11,13 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from controlplane.dashboard import metrics
-from controlplane.dashboard.access import actor, member_view, respond, visible_tenants
+from controlplane.dashboard.access import (
+    actor,
+    member_view,
+    own_tenant_id,
+    respond,
+    visible_tenants,
+)
 from controlplane.dashboard.forms import UsageFilterForm
 from controlplane.models import AuditEvent, UsageRecord
 
@@ -24,11 +30,7 @@ def visible_usage(request: HttpRequest) -> QuerySet[UsageRecord]:
     who = actor(request)
     if who.is_platform_admin:
         return UsageRecord.objects.all()
-    return UsageRecord.objects.filter(tenant_id=who.tenant_id)
-
-
-def usage_filters(request: HttpRequest) -> UsageFilterForm:
-    return UsageFilterForm(request.GET or None, tenants=visible_tenants(actor(request)))
+    return UsageRecord.objects.filter(tenant_id=own_tenant_id(who))
 
 
 def report_for(request: HttpRequest, form: UsageFilterForm) -> metrics.UsageReport:
@@ -46,20 +48,21 @@ def report_for(request: HttpRequest, form: UsageFilterForm) -> metrics.UsageRepo
 @require_GET
 @member_view
 def usage(request: HttpRequest) -> HttpResponse:
-    form = usage_filters(request)
-    if form.is_bound and not form.is_valid():
+    # No filters yet: the default range, filled in, so the form shows what the page shows.
+    form = UsageFilterForm(
+        request.GET or UsageFilterForm.default_range(),
+        tenants=visible_tenants(actor(request)),
+    )
+    if not form.is_valid():
         return respond(
             request, "dashboard/usage.html", "htmx/usage_results.html", {"form": form}, 422
         )
-    if not form.is_bound:
-        # The default range, so the page and its CSV link agree on what is shown.
-        form = UsageFilterForm({}, tenants=visible_tenants(actor(request)))
-        form.is_valid()
     report = report_for(request, form)
     context: dict[str, Any] = {
         "form": form,
         "report": report,
-        "table_rows": report.rows[:TABLE_ROWS],
+        # Newest first in the table; the charts and the CSV run forward in time.
+        "table_rows": report.rows[::-1][:TABLE_ROWS],
         "truncated": len(report.rows) > TABLE_ROWS,
         "query": request.GET.urlencode(),
         "filters": form.cleaned_data,
@@ -72,7 +75,7 @@ def usage(request: HttpRequest) -> HttpResponse:
 def usage_csv(request: HttpRequest) -> HttpResponse:
     form = UsageFilterForm(request.GET, tenants=visible_tenants(actor(request)))
     if not form.is_valid():
-        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
         return HttpResponse(f"Bad filters: {errors}\n", status=400, content_type="text/plain")
     report = report_for(request, form)
     start, end = form.cleaned_data["start"], form.cleaned_data["end"]
@@ -90,7 +93,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     events = AuditEvent.objects.select_related("tenant").order_by("-created_at", "-id")
     if not who.is_platform_admin:
-        events = events.filter(tenant_id=who.tenant_id)
+        events = events.filter(tenant_id=own_tenant_id(who))
     query = request.GET.get("q", "").strip()
     via = request.GET.get("via", "")
     if query:
