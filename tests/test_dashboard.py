@@ -390,6 +390,62 @@ def test_a_bad_grace_period_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
     assert not ApiKey.objects.filter(rotated_from=key).exists()
 
 
+def test_without_javascript_a_new_key_comes_back_on_the_full_page(
+    admin_a: Any, tenant_a: Tenant
+) -> None:
+    response = browser(admin_a).post(
+        reverse("dashboard:key-create", args=["acme"]), {"name": "prod"}
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "<html" in body and 'id="new-key-plaintext"' in body
+    assert 'id="quotas"' in body  # the whole tenant page, not a fragment
+
+
+def test_without_javascript_a_quota_is_edited_on_its_own_page(
+    admin_a: Any, tenant_a: Tenant
+) -> None:
+    quota = Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
+    client = browser(admin_a)
+    page = client.get(reverse("dashboard:quota-edit", args=["acme", quota.pk]))
+    assert (
+        "<html" in page.content.decode() and 'name="requests_per_minute"' in page.content.decode()
+    )
+    saved = client.post(
+        reverse("dashboard:quota-edit", args=["acme", quota.pk]), {"requests_per_minute": "20"}
+    )
+    assert saved.status_code == 302
+    assert saved["Location"] == reverse("dashboard:tenant", args=["acme"]) + "#quotas"
+
+
+def test_posts_need_the_csrf_token_that_the_page_hands_to_htmx(
+    admin_a: Any, tenant_a: Tenant
+) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_a.user)
+    page = client.get(reverse("dashboard:tenant", args=["acme"])).content.decode()
+    token = page.split('hx-headers=\'{"X-CSRFToken": "', 1)[1].split('"', 1)[0]
+    url = reverse("dashboard:key-create", args=["acme"])
+    assert client.post(url, {"name": "forged"}).status_code == 403
+    assert (
+        client.post(
+            url, {"name": "real"}, headers={"X-CSRFToken": token, "HX-Request": "true"}
+        ).status_code
+        == 200
+    )
+    assert list(ApiKey.objects.values_list("name", flat=True)) == ["real"]
+
+
+def test_a_tenant_member_sees_only_granted_models(
+    viewer_a: Any, chat_model: Model, granted: ModelGrant
+) -> None:
+    hidden = Model.objects.create(name="secret-model")
+    client = browser(viewer_a)
+    body = client.get(reverse("dashboard:models")).content.decode()
+    assert "tiny-chat" in body and "secret-model" not in body
+    assert client.get(reverse("dashboard:model", args=[hidden.pk])).status_code == 404
+
+
 # --- quotas and grants -------------------------------------------------------------------
 
 

@@ -78,3 +78,21 @@ def _no_persistent_db_connections(live_server: Any) -> None:
 
     for connection in connections.all():
         connection.settings_dict["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_stray_test_db_sessions(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """After the live server, PostgreSQL can still hold one idle session on the test database
+    (left by a request thread), and dropping the test database then fails with "being accessed
+    by other users". End such sessions of the test database only, before it is dropped."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()

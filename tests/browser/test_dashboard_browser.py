@@ -190,6 +190,7 @@ def fleet(transactional_db: None) -> dict[str, Any]:
         tokens_per_day=20_000_000,
     )
     add_week_of_usage(tenants, models, versions, keys)
+    add_history(tenants, deployments)
     return {
         "tenants": tenants,
         "models": models,
@@ -240,6 +241,52 @@ def add_week_of_usage(
                         )
                     )
     UsageRecord.objects.bulk_create(records, batch_size=2000)
+
+
+def add_history(tenants: dict[str, Tenant], deployments: dict[str, Deployment]) -> None:
+    """Earlier changes, as the REST API and the scheduler would have recorded them."""
+    now = timezone.now()
+    history = [
+        ("terraform-ci", "api", "create", tenants["initech"], {"slug": "initech"}, 50),
+        (
+            "terraform-ci",
+            "api",
+            "update",
+            tenants["acme"],
+            {"priority_class": ["normal", "high"]},
+            38,
+        ),
+        (
+            "system",
+            "system",
+            "unschedulable",
+            deployments["qwen-canary"],
+            {"reason": "no ready node has 4 free GPUs"},
+            21,
+        ),
+        (
+            "priya",
+            "ui",
+            "rotate",
+            ApiKey.objects.get(tenant=tenants["globex"]),
+            {"successor": "sk-cp-Xb81…"},
+            9,
+        ),
+    ]
+    for actor, via, action, obj, changes, minutes_ago in history:
+        event = AuditEvent.objects.create(
+            actor_repr=actor,
+            via=via,
+            action=action,
+            object_type=obj._meta.label,
+            object_id=str(obj.pk),
+            object_repr=str(obj),
+            changes=changes,
+            tenant=obj if isinstance(obj, Tenant) else getattr(obj, "tenant", None),
+        )
+        AuditEvent.objects.filter(pk=event.pk).update(
+            created_at=now - timedelta(minutes=minutes_ago)
+        )
 
 
 def add_requests_now(tenant: Tenant, model: Model, n: int, cost: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -58,6 +58,15 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
     tenants = visible_tenants(who).annotate(
         active_keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
         granted=Count("grants", distinct=True),
+        # A subquery, not a join: joining usage would multiply the counts above.
+        cost_today=Subquery(
+            UsageRecord.objects.filter(
+                tenant=OuterRef("pk"), created_at__gte=metrics.start_of_today()
+            )
+            .values("tenant")
+            .annotate(total=Sum("cost"))
+            .values("total")
+        ),
     )
     if query:
         tenants = tenants.filter(Q(slug__icontains=query) | Q(name__icontains=query))

@@ -106,6 +106,8 @@ def audit_log(request: HttpRequest) -> HttpResponse:
     if via in {"ui", "api", "system"}:
         events = events.filter(via=via)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    for event in page.object_list:
+        event.change_lines = describe_changes(event.changes)  # type: ignore[attr-defined]
     context = {
         "page": page,
         "query": query,
@@ -113,3 +115,17 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "via_choices": AuditEvent._meta.get_field("via").choices,
     }
     return respond(request, "dashboard/audit.html", "htmx/audit_results.html", context)
+
+
+def describe_changes(changes: Any) -> list[tuple[str, str]]:
+    """{"replicas": [3, 4]} reads as ("replicas", "3 → 4"); a lone value as itself."""
+    if not isinstance(changes, dict):
+        return [("", str(changes))]
+    lines = []
+    for field, change in changes.items():
+        if isinstance(change, list) and len(change) == 2:
+            old, new = ("—" if v in (None, "") else v for v in change)
+            lines.append((field, f"{old} → {new}"))
+        else:
+            lines.append((field, "—" if change in (None, "") else str(change)))
+    return lines
