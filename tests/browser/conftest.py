@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,6 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-
-# Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still
-# plain synchronous code, so Django's async guard would be a false alarm here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 def _free_port(first: int = 8300, last: int = 8399) -> int:
@@ -33,15 +30,38 @@ def _free_port(first: int = 8300, last: int = 8399) -> int:
 os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", f"127.0.0.1:{_free_port()}")
 
 
+def is_browser_test(item: pytest.Item) -> bool:
+    return Path(str(item.fspath)).is_relative_to(Path(__file__).parent)
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's own reordering
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Last, because once Playwright has started, its event loop runs for the rest of the session.
+    items.sort(key=is_browser_test)  # stable: every other test keeps its order
     if CHROMIUM.exists():
         return
     skip = pytest.mark.skip(
         reason=f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
     )
     for item in items:
-        if "tests/browser/" in str(item.fspath):
+        if is_browser_test(item):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _orm_beside_playwright() -> Iterator[None]:
+    """Playwright's sync API leaves an event loop running in this thread (for the rest of the
+    session), so Django's async guard would refuse these tests' plain synchronous ORM calls.
+    Allow them for this package only; the rest of the suite keeps the guard, since the browser
+    tests run last (see pytest_collection_modifyitems) and Playwright stops before the
+    session's database teardown."""
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    yield
+    if previous is None:
+        del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+    else:
+        os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture(scope="session")
