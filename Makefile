@@ -34,7 +34,7 @@ serve: migrate ## Serve the control plane on http://$(HOST):$(PORT)
 
 up: serve ## Install, migrate, create an admin user and serve
 
-test: install-dev ## Run the test suite
+test: install-dev browser ## Run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev ## ruff (lint and format check), mypy, makemigrations --check
@@ -49,3 +49,16 @@ format: install-dev
 
 clean: ## Remove the environments and local state
 	rm -rf $(VENV) $(ENGINE_VENV) var
+
+# --- Dashboard: vendored front-end assets and the browser the browser tests drive -----------
+.PHONY: assets browser
+
+assets: ## Copy htmx and Chart.js from npm into static/vendor/ (the copies are committed)
+	npm ci --no-audit --no-fund
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp node_modules/chart.js/dist/chart.umd.min.js static/vendor/chart.umd.min.js
+
+# Playwright cannot download its own browsers here, so the tests drive Debian's chromium.
+browser: ## Install Debian's chromium for the browser tests (once)
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }

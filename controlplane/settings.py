@@ -268,3 +268,9 @@ SPECTACULAR_SETTINGS.update(
         },
     }
 )
+
+# --- Dashboard ---------------------------------------------------------------------------
+# Every page's navigation follows the viewer's role (controlplane/dashboard/context.py).
+TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
+    "controlplane.dashboard.context.dashboard"
+)

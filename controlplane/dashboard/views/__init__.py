@@ -1,0 +1,1 @@
+"""The dashboard's views, one module per area; `controlplane/dashboard/urls.py` maps them."""

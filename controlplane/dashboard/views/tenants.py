@@ -1,0 +1,337 @@
+"""Tenants, their keys, quotas and granted models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from controlplane.dashboard import metrics
+from controlplane.dashboard.access import (
+    actor,
+    changed_fields,
+    is_partial,
+    member_view,
+    platform_admin_view,
+    record,
+    require_write,
+    respond,
+    tenant_or_404,
+    visible_tenants,
+)
+from controlplane.dashboard.forms import (
+    ApiKeyForm,
+    GrantForm,
+    QuotaForm,
+    RotateForm,
+    TenantForm,
+    TenantSettingsForm,
+)
+from controlplane.models import UsageRecord
+from models_registry.models import ModelGrant
+from tenants.models import ApiKey, Quota, Tenant
+
+PAGE_SIZE = 25
+
+
+def redirect_after_save(request: HttpRequest, url: str) -> HttpResponse:
+    """htmx follows HX-Redirect; a plain form post follows a 302."""
+    return HttpResponseClientRedirect(url) if is_partial(request) else redirect(url)
+
+
+@require_http_methods(["GET", "POST"])
+@member_view
+def tenant_list(request: HttpRequest) -> HttpResponse:
+    """GET lists (searchable, paginated); POST creates (platform admins)."""
+    if request.method == "POST":
+        return tenant_create(request)
+    who = actor(request)
+    query = request.GET.get("q", "").strip()
+    tenants = visible_tenants(who).annotate(
+        active_keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
+        granted=Count("grants", distinct=True),
+        # A subquery, not a join: joining usage would multiply the counts above.
+        cost_today=Subquery(
+            UsageRecord.objects.filter(
+                tenant=OuterRef("pk"), created_at__gte=metrics.start_of_today()
+            )
+            .values("tenant")
+            .annotate(total=Sum("cost"))
+            .values("total")
+        ),
+    )
+    if query:
+        tenants = tenants.filter(Q(slug__icontains=query) | Q(name__icontains=query))
+    page = Paginator(tenants.order_by("slug"), PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "page": page,
+        "query": query,
+        "form": TenantForm() if who.is_platform_admin else None,
+    }
+    return respond(request, "dashboard/tenants.html", "htmx/tenant_results.html", context)
+
+
+@platform_admin_view
+def tenant_create(request: HttpRequest) -> HttpResponse:
+    form = TenantForm(request.POST)
+    if not form.is_valid():
+        return respond(
+            request, "dashboard/tenant_new.html", "htmx/tenant_form.html", {"form": form}, 422
+        )
+    with transaction.atomic():
+        tenant = form.save()
+        record(request, "create", tenant, {k: form.cleaned_data[k] for k in form.fields})
+    return redirect_after_save(request, reverse("dashboard:tenant", args=[tenant.slug]))
+
+
+def tenant_context(request: HttpRequest, tenant: Tenant, **overrides: Any) -> dict[str, Any]:
+    """Everything the tenant page shows; the sections' forms can be replaced by bound ones."""
+    who = actor(request)
+    keys = list(
+        ApiKey.objects.filter(tenant=tenant)
+        .select_related("created_by", "rotated_from")
+        .prefetch_related("allowed_models")
+    )
+    quotas = list(
+        Quota.objects.filter(tenant=tenant).select_related("api_key", "model").order_by("id")
+    )
+    grants = list(ModelGrant.objects.filter(tenant=tenant).select_related("model"))
+    usage = UsageRecord.objects.filter(tenant=tenant)
+    context: dict[str, Any] = {
+        "tenant": tenant,
+        "can_write": who.can_write_tenant,
+        "is_platform_admin": who.is_platform_admin,
+        "keys": keys,
+        "quotas": quotas,
+        "grants": grants,
+        "traffic": metrics.traffic(usage),
+        "key_form": ApiKeyForm(tenant=tenant),
+        "rotate_form": RotateForm(),
+        "quota_form": QuotaForm(tenant=tenant),
+        "grant_form": GrantForm(tenant=tenant),
+        "settings_form": TenantSettingsForm(instance=tenant),
+        "new_key": None,
+    }
+    context.update(overrides)
+    return context
+
+
+@require_GET
+@member_view
+def tenant_detail(request: HttpRequest, slug: str) -> HttpResponse:
+    tenant = tenant_or_404(actor(request), slug)
+    return render(request, "dashboard/tenant.html", tenant_context(request, tenant))
+
+
+@require_POST
+@platform_admin_view
+def tenant_update(request: HttpRequest, slug: str) -> HttpResponse:
+    tenant = tenant_or_404(actor(request), slug)
+    form = TenantSettingsForm(request.POST, instance=tenant)
+    if not form.is_valid():
+        context = tenant_context(request, tenant, settings_form=form)
+        return respond(request, "dashboard/tenant.html", "htmx/tenant_settings.html", context, 422)
+    with transaction.atomic():
+        form.save()
+        record(request, "update", tenant, changed_fields(form))
+    return redirect_after_save(request, reverse("dashboard:tenant", args=[tenant.slug]))
+
+
+def keys_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
+    context = tenant_context(request, tenant, **overrides)
+    response = respond(request, "dashboard/tenant.html", "htmx/tenant_keys.html", context, status)
+    # The answer may carry a key's plaintext: no cache, no history entry may keep it.
+    add_never_cache_headers(response)
+    return response
+
+
+@require_POST
+@member_view
+def key_create(request: HttpRequest, slug: str) -> HttpResponse:
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_write(who)
+    form = ApiKeyForm(request.POST, tenant=tenant)
+    if not form.is_valid():
+        return keys_response(request, tenant, 422, key_form=form)
+    with transaction.atomic():
+        key, plaintext = ApiKey.issue(
+            tenant=tenant,
+            name=form.cleaned_data["name"],
+            created_by=request.user,
+            expires_at=form.cleaned_data["expires_at"],
+        )
+        key.allowed_models.set(form.cleaned_data["allowed_models"])
+        record(
+            request,
+            "create",
+            key,
+            {
+                "name": key.name,
+                "prefix": key.prefix,
+                "expires_at": key.expires_at,
+                "allowed_models": [m.name for m in form.cleaned_data["allowed_models"]],
+            },
+        )
+    return keys_response(request, tenant, new_key={"key": key, "plaintext": plaintext})
+
+
+def tenant_key(request: HttpRequest, slug: str, key_id: int) -> tuple[Tenant, ApiKey]:
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_write(who)
+    return tenant, get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
+
+
+@require_POST
+@member_view
+def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
+    tenant, key = tenant_key(request, slug, key_id)
+    with transaction.atomic():
+        if key.revoked_at is None:
+            key.revoke()
+            record(request, "revoke", key, {"revoked_at": key.revoked_at})
+    return keys_response(request, tenant)
+
+
+@require_POST
+@member_view
+def key_rotate(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
+    tenant, key = tenant_key(request, slug, key_id)
+    form = RotateForm(request.POST)
+    if key.revoked_at is not None:
+        form.add_error(None, "A revoked key cannot be rotated.")
+    if not form.is_valid():
+        return keys_response(request, tenant, 422, rotate_form=form)
+    with transaction.atomic():
+        successor, plaintext = key.rotate(grace=form.grace_period(), created_by=request.user)
+        record(
+            request,
+            "rotate",
+            key,
+            {"successor": successor.prefix, "old_key_expires_at": key.expires_at},
+        )
+    return keys_response(request, tenant, new_key={"key": successor, "plaintext": plaintext})
+
+
+def quotas_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
+    context = tenant_context(request, tenant, **overrides)
+    return respond(request, "dashboard/tenant.html", "htmx/tenant_quotas.html", context, status)
+
+
+@require_POST
+@member_view
+def quota_create(request: HttpRequest, slug: str) -> HttpResponse:
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_write(who)
+    form = QuotaForm(request.POST, tenant=tenant)
+    if not form.is_valid():
+        return quotas_response(request, tenant, 422, quota_form=form)
+    with transaction.atomic():
+        quota = form.save()
+        record(request, "create", quota, {k: form.cleaned_data[k] for k in form.fields})
+    return quotas_response(request, tenant)
+
+
+@require_http_methods(["GET", "POST"])
+@member_view
+def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
+    """Inline editing: htmx swaps one quota card between its view and its form."""
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_write(who)
+    quota = get_object_or_404(
+        Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
+    )
+    if request.method == "GET":
+        form = QuotaForm(instance=quota, tenant=tenant)
+        context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
+        return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context)
+    form = QuotaForm(request.POST, instance=quota, tenant=tenant)
+    if not form.is_valid():
+        context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
+        return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context, 422)
+    with transaction.atomic():
+        changes = changed_fields(form)
+        quota = form.save()
+        record(request, "update", quota, changes)
+    if not is_partial(request):
+        return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
+    quota = Quota.objects.select_related("api_key", "model").get(pk=quota.pk)
+    return render(
+        request, "htmx/quota_card.html", {"tenant": tenant, "quota": quota, "can_write": True}
+    )
+
+
+@require_GET
+@member_view
+def quota_card(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
+    """The read-only card, for "Cancel" on an inline edit."""
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    quota = get_object_or_404(
+        Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
+    )
+    context = {"tenant": tenant, "quota": quota, "can_write": who.can_write_tenant}
+    if not is_partial(request):
+        return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
+    return render(request, "htmx/quota_card.html", context)
+
+
+@require_POST
+@member_view
+def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_write(who)
+    quota = get_object_or_404(Quota, tenant=tenant, pk=quota_id)
+    with transaction.atomic():
+        record(request, "delete", quota)
+        quota.delete()
+    return quotas_response(request, tenant)
+
+
+def grants_response(
+    request: HttpRequest, tenant: Tenant, status: int = 200, **overrides: Any
+) -> HttpResponse:
+    context = tenant_context(request, tenant, **overrides)
+    return respond(request, "dashboard/tenant.html", "htmx/tenant_grants.html", context, status)
+
+
+@require_POST
+@platform_admin_view
+def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
+    tenant = tenant_or_404(actor(request), slug)
+    form = GrantForm(request.POST, tenant=tenant)
+    if not form.is_valid():
+        return grants_response(request, tenant, 422, grant_form=form)
+    with transaction.atomic():
+        grant = ModelGrant.objects.create(tenant=tenant, model=form.cleaned_data["model"])
+        record(request, "grant", grant, {"model": grant.model.name})
+    return grants_response(request, tenant)
+
+
+@require_POST
+@platform_admin_view
+def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
+    tenant = tenant_or_404(actor(request), slug)
+    grant = get_object_or_404(
+        ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id
+    )
+    with transaction.atomic():
+        record(request, "revoke_grant", grant, {"model": grant.model.name})
+        grant.delete()
+    return grants_response(request, tenant)

@@ -1,0 +1,131 @@
+"""Usage and cost over time, its CSV export, and the audit log."""
+
+from __future__ import annotations
+
+import csv
+from typing import Any
+
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+
+from controlplane.dashboard import metrics
+from controlplane.dashboard.access import (
+    actor,
+    member_view,
+    own_tenant_id,
+    respond,
+    visible_tenants,
+)
+from controlplane.dashboard.forms import UsageFilterForm
+from controlplane.models import AuditEvent, UsageRecord
+
+# The table shows this many rows; the CSV has them all.
+TABLE_ROWS = 500
+AUDIT_PAGE_SIZE = 50
+
+
+def visible_usage(request: HttpRequest) -> QuerySet[UsageRecord]:
+    who = actor(request)
+    if who.is_platform_admin:
+        return UsageRecord.objects.all()
+    return UsageRecord.objects.filter(tenant_id=own_tenant_id(who))
+
+
+def report_for(request: HttpRequest, form: UsageFilterForm) -> metrics.UsageReport:
+    data = form.cleaned_data
+    usage = metrics.filtered_usage(
+        visible_usage(request),
+        start=data["start"],
+        end=data["end"],
+        tenant=data.get("tenant"),
+        model=data.get("model"),
+    )
+    return metrics.usage_report(usage, start=data["start"], end=data["end"])
+
+
+@require_GET
+@member_view
+def usage(request: HttpRequest) -> HttpResponse:
+    # No filters yet: the default range, filled in, so the form shows what the page shows.
+    form = UsageFilterForm(
+        request.GET or UsageFilterForm.default_range(),
+        tenants=visible_tenants(actor(request)),
+    )
+    if not form.is_valid():
+        return respond(
+            request, "dashboard/usage.html", "htmx/usage_results.html", {"form": form}, 422
+        )
+    report = report_for(request, form)
+    context: dict[str, Any] = {
+        "form": form,
+        "report": report,
+        # Newest first in the table; the charts and the CSV run forward in time.
+        "table_rows": report.rows[::-1][:TABLE_ROWS],
+        "truncated": len(report.rows) > TABLE_ROWS,
+        "query": request.GET.urlencode(),
+        "filters": form.cleaned_data,
+    }
+    return respond(request, "dashboard/usage.html", "htmx/usage_results.html", context)
+
+
+@require_GET
+@member_view
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    form = UsageFilterForm(request.GET, tenants=visible_tenants(actor(request)))
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
+        return HttpResponse(f"Bad filters: {errors}\n", status=400, content_type="text/plain")
+    report = report_for(request, form)
+    start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="usage-{start}-{end}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(metrics.CSV_HEADER)
+    writer.writerows(metrics.csv_rows(report))
+    return response
+
+
+@require_GET
+@member_view
+def audit_log(request: HttpRequest) -> HttpResponse:
+    who = actor(request)
+    events = AuditEvent.objects.select_related("tenant").order_by("-created_at", "-id")
+    if not who.is_platform_admin:
+        events = events.filter(tenant_id=own_tenant_id(who))
+    query = request.GET.get("q", "").strip()
+    via = request.GET.get("via", "")
+    if query:
+        events = events.filter(
+            Q(actor_repr__icontains=query)
+            | Q(object_repr__icontains=query)
+            | Q(object_type__icontains=query)
+            | Q(action__icontains=query)
+        )
+    if via in {"ui", "api", "system"}:
+        events = events.filter(via=via)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    for event in page.object_list:
+        event.change_lines = describe_changes(event.changes)  # type: ignore[attr-defined]
+    context = {
+        "page": page,
+        "query": query,
+        "via": via,
+        "via_choices": AuditEvent._meta.get_field("via").choices,
+    }
+    return respond(request, "dashboard/audit.html", "htmx/audit_results.html", context)
+
+
+def describe_changes(changes: Any) -> list[tuple[str, str]]:
+    """{"replicas": [3, 4]} reads as ("replicas", "3 → 4"); a lone value as itself."""
+    if not isinstance(changes, dict):
+        return [("", str(changes))]
+    lines = []
+    for field, change in changes.items():
+        if isinstance(change, list) and len(change) == 2:
+            old, new = ("—" if v in (None, "") else v for v in change)
+            lines.append((field, f"{old} → {new}"))
+        else:
+            lines.append((field, "—" if change in (None, "") else str(change)))
+    return lines
