@@ -243,6 +243,7 @@ class Supervisor:
                 self._report(worker_id, "draining", reason="stopping: no longer wanted")
                 self.stop(worker_id)
                 self._report(worker_id, "stopped", reason="stopped by the node agent")
+                assigned["state"] = "stopped"  # reported; a failed report repeats next round
             elif assigned["fingerprint"] != run.fingerprint:
                 self.stop(worker_id)
                 self._report(worker_id, "failed", reason="its configuration changed; restarting")
