@@ -154,7 +154,10 @@ def test_registering_again_updates_devices_instead_of_duplicating_them(
         }
         for i in range(2)
     ]
-    assert client.post(BASE + "register", registration("node-a", devices=gpus), "json").status_code == 200
+    assert (
+        client.post(BASE + "register", registration("node-a", devices=gpus), "json").status_code
+        == 200
+    )
     assert list(node.gpus.values_list("uuid", "kind")) == [("GPU-0", "gpu"), ("GPU-1", "gpu")]
     node.refresh_from_db()
     # An admin's label is kept; the default one was set at first registration.
@@ -351,9 +354,7 @@ def test_an_illegal_transition_is_refused_in_words(
     assert not WorkerEvent.objects.exists()
 
 
-def test_an_unknown_state_is_a_field_error(
-    node_a: tuple[Node, str], version: ModelVersion
-) -> None:
+def test_an_unknown_state_is_a_field_error(node_a: tuple[Node, str], version: ModelVersion) -> None:
     worker = worker_on(node_a[0], version)
     response = agent_client(node_a[1]).post(
         BASE + f"workers/{worker.pk}/transition", {"state": "exploded", "port": 0}, "json"

@@ -27,7 +27,9 @@ GIB = 1 << 30
 
 
 def gpu_node(name: str, gpus: int = 8, memory: int = 80 * GIB, **kw: object) -> NodeView:
-    devices = [DeviceView(id=i, index=i, kind="gpu", total=memory, free=memory) for i in range(gpus)]
+    devices = [
+        DeviceView(id=i, index=i, kind="gpu", total=memory, free=memory) for i in range(gpus)
+    ]
     return NodeView(id=hash(name), name=name, devices=devices, **kw)  # type: ignore[arg-type]
 
 
@@ -69,7 +71,9 @@ def test_it_refuses_nodes_lacking_the_selected_labels() -> None:
     node = gpu_node("n1", labels={"zone": "b"})
     wanted = replica(label_selector={"zone": "a", "gpu": "h200"})
     assert scheduler.labels_match(node, wanted) == "lacks label gpu=h200, zone=a"
-    assert scheduler.labels_match(gpu_node("n2", labels={"zone": "a", "gpu": "h200"}), wanted) is None
+    assert (
+        scheduler.labels_match(gpu_node("n2", labels={"zone": "a", "gpu": "h200"}), wanted) is None
+    )
 
 
 def test_it_keeps_tensor_parallel_replicas_on_one_node() -> None:
@@ -149,9 +153,7 @@ def test_refusals_group_identical_reasons_and_name_each_node() -> None:
     text = scheduler.describe_refusals(
         scheduler.refusals(nodes, replica(label_selector={"zone": "a"}))
     )
-    assert text == (
-        "n0, n1, n2, n3, n4 and 2 more: is lost (no heartbeat); z: lacks label zone=a"
-    )
+    assert text == ("n0, n1, n2, n3, n4 and 2 more: is lost (no heartbeat); z: lacks label zone=a")
     assert scheduler.describe_refusals({}) == "no nodes are registered"
 
 
