@@ -482,7 +482,7 @@ def test_repeated_crashes_end_in_crash_looping_with_the_engines_last_words(
     assert worker.restarts >= 2
     assert worker.last_exit_code == 1
     assert "3 failures in a row" in worker.state_reason
-    assert "No module named vllm" in worker.log_tail
+    assert "No module named 'vllm'" in worker.log_tail
     failed = WorkerEvent.objects.filter(worker=worker, to_state="failed").order_by("id")
     gaps = [
         (later.created_at - earlier.created_at).total_seconds()
