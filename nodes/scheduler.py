@@ -20,6 +20,7 @@ estimates fit. All devices of one replica are on one node (tensor parallelism ne
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections import defaultdict
@@ -54,15 +55,13 @@ class DeviceView:
     total: int
     free: int
     busy: bool = False  # an exclusive device already running a worker
+    exclusive: bool = field(init=False)  # a GPU: one worker at a time
 
-    @property
-    def exclusive(self) -> bool:
-        return self.kind == "gpu"
+    def __post_init__(self) -> None:
+        self.exclusive = self.kind == "gpu"
 
     def fits(self, need: int) -> bool:
-        if self.exclusive and self.busy:
-            return False
-        return self.free >= need
+        return self.free >= need and not (self.busy and self.exclusive)
 
     def take(self, need: int) -> None:
         if self.exclusive:
@@ -83,13 +82,51 @@ class NodeView:
     # deployment id -> replicas of it already on this node (for anti-affinity)
     replicas: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
+    # (usable device count, largest free, used memory, total memory), computed on first use
+    # and dropped whenever a placement changes this node: placement visits every node for
+    # every replica, so the common "this node is full" answer must be cheap.
+    _summary: tuple[int, int, int, int] | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> tuple[int, int, int, int]:
+        if self._summary is None:
+            usable = [d for d in self.devices if not (d.exclusive and d.busy)]
+            self._summary = (
+                len(usable),
+                max((d.free for d in usable), default=0),
+                sum(d.total - d.free for d in self.devices),
+                sum(d.total for d in self.devices) or 1,
+            )
+        return self._summary
+
+    _signature: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
+
+    def signature(self) -> tuple[Any, ...]:
+        """Everything the filters and scorers look at, except per-deployment replica counts."""
+        if self._signature is None:
+            self._signature = (
+                self.state,
+                self.heartbeat_fresh,
+                json.dumps(self.labels, sort_keys=True, default=str),
+                tuple((d.kind, d.total, d.free, d.busy) for d in self.devices),
+            )
+        return self._signature
+
+    def changed(self) -> None:
+        self._summary = None
+        self._signature = None
+
     @property
     def total_memory(self) -> int:
-        return sum(d.total for d in self.devices) or 1
+        return self.summary()[3]
 
     @property
     def used_memory(self) -> int:
-        return sum(d.total - d.free for d in self.devices)
+        return self.summary()[2]
+
+    def could_fit(self, replica: Replica) -> bool:
+        """A necessary condition for the device and memory filters, in O(1)."""
+        usable, largest, _used, _total = self.summary()
+        return usable >= replica.devices and largest >= replica.memory_per_device
 
 
 @dataclass(frozen=True)
@@ -231,28 +268,37 @@ def refusals(nodes: Iterable[NodeView], replica: Replica) -> dict[str, str]:
 
 def place(nodes: list[NodeView], replica: Replica) -> Placement | None:
     """The best node and devices for one replica, or None. Updates the snapshot on success."""
-    best: tuple[float, str] | None = None
+    best_score = 0.0
     best_placement: Placement | None = None
-    for node in nodes:
+    seen: set[tuple[Any, ...]] = set()
+    for node in sorted(nodes, key=lambda n: n.name):
+        if not node.could_fit(replica):
+            continue  # the device or memory filter would refuse it anyway
+        # A node identical to one seen earlier (in name order) gets the same filter answers
+        # and score, and would lose the tie to it: skip it. Big fleets are mostly identical
+        # empty or full nodes, so this keeps placement fast.
+        key = (node.signature(), node.replicas.get(replica.deployment_id, 0))
+        if key in seen:
+            continue
+        seen.add(key)
         if any(check(node, replica) for _name, check in FILTERS):
             continue
         chosen = choose_devices(node, replica)
         score = sum(weight * scorer(node, replica, chosen) for _n, scorer, weight in SCORERS)
         # Ties go to the node whose name sorts first, so placement is deterministic.
-        key = (score, _negated(node.name))
-        if best is None or key > best:
-            best = key
+        if (
+            best_placement is None
+            or score > best_score
+            or (score == best_score and node.name < best_placement.node.name)
+        ):
+            best_score = score
             best_placement = Placement(node=node, devices=chosen)
     if best_placement is not None:
         for device in best_placement.devices:
             device.take(replica.memory_per_device)
+        best_placement.node.changed()
         best_placement.node.replicas[replica.deployment_id] += 1
     return best_placement
-
-
-def _negated(name: str) -> str:
-    # Larger key wins; invert the name's order so "a" beats "b" on equal scores.
-    return "".join(chr(0x10FFFF - ord(ch)) for ch in name)
 
 
 def describe_refusals(reasons: dict[str, str], limit: int = 5) -> str:
