@@ -227,6 +227,13 @@ def stack(
     control_plane: LiveServer, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     base = tmp_path_factory.mktemp("agents")
+
+    # pytest runs no finalizers when it is terminated; turn SIGTERM (a CI timeout, a Ctrl-C
+    # by a supervisor) into KeyboardInterrupt, which it does unwind, so no engine is left.
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     with (
         django_db_blocker.unblock(),
         override_settings(
@@ -284,6 +291,7 @@ def stack(
                 agent.stop(signal.SIGKILL)
             kill_engines()
             call_command("flush", interactive=False, verbosity=0)
+            signal.signal(signal.SIGTERM, previous)
 
 
 def the_deployment(stack: Stack) -> Deployment:
