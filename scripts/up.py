@@ -84,6 +84,23 @@ def node_credential(var_dir: Path) -> str:
     return credential
 
 
+def wait_registered(agent: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    from nodes.models import Node
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if agent.poll() is not None:
+            raise SystemExit(f"the node agent exited (code {agent.returncode}); see var/agent.log")
+        if Node.objects.filter(name=NODE_NAME, gpus__isnull=False).exists():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"the node agent did not register within {timeout:.0f}s")
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def deploy() -> Any:
     from models_registry.models import ModelVersion
     from nodes.models import Deployment
@@ -165,6 +182,10 @@ def main() -> int:
     parser.add_argument("--port-range", default="8100-8199", help="ports for vLLM workers")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for ready")
     args = parser.parse_args()
+    # Ctrl-C, and a plain `kill`, unwind through the finally below (even where SIGINT was
+    # ignored by whoever started us, as shells do for background jobs).
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     os.environ.setdefault("DEBUG", "1")
     # No Redis here: tasks run in the process that triggers them (granian's, or this one).
     os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
@@ -229,6 +250,7 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        wait_registered(agent)
         say(f"deploying {MODEL}; the engine takes 20-60 s to start")
         worker = wait_ready(deploy(), agent, args.timeout)
         key = demo_key()
