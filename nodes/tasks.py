@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Any
 
 from celery import shared_task
 from django.conf import settings
@@ -14,7 +15,8 @@ logger = logging.getLogger(__name__)
 
 @shared_task
 def mark_lost_nodes() -> list[str]:
-    """Mark nodes whose last heartbeat is older than NODE_HEARTBEAT_TIMEOUT_SECONDS as lost."""
+    """Mark nodes whose last heartbeat is older than NODE_HEARTBEAT_TIMEOUT_SECONDS as lost,
+    then reschedule their workers elsewhere."""
     cutoff = timezone.now() - timedelta(seconds=settings.NODE_HEARTBEAT_TIMEOUT_SECONDS)
     stale = Node.objects.exclude(state=NodeState.LOST).filter(last_heartbeat_at__lt=cutoff)
     names = list(stale.values_list("name", flat=True))
@@ -27,4 +29,19 @@ def mark_lost_nodes() -> list[str]:
             state_reason=f"no heartbeat for over {settings.NODE_HEARTBEAT_TIMEOUT_SECONDS}s",
         )
         logger.warning("nodes marked lost (no heartbeat since %s): %s", cutoff.isoformat(), names)
+        schedule_deployments()
     return names
+
+
+@shared_task
+def schedule_deployments() -> dict[str, Any]:
+    """Place missing replicas, drain extra ones, replace workers of lost nodes."""
+    from nodes.scheduler import schedule
+
+    report = schedule()
+    return {
+        "created": report.created,
+        "drained": report.drained,
+        "stopped": report.stopped,
+        "unschedulable": report.unschedulable,
+    }
