@@ -5,8 +5,8 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from controlplane.admin_base import AuditedAdmin
-from nodes.models import Deployment, Gpu, Node, Worker
+from controlplane.admin_base import AuditedAdmin, ReadOnlyAdmin
+from nodes.models import Deployment, Gpu, Node, Worker, WorkerEvent
 
 
 class GpuInline(admin.TabularInline):
@@ -79,3 +79,21 @@ class WorkerAdmin(AuditedAdmin):
     list_filter = ["state", "desired_state", "node"]
     search_fields = ["deployment__name", "node__name", "last_error"]
     list_select_related = ["deployment", "node"]
+
+
+@admin.register(WorkerEvent)
+class WorkerEventAdmin(ReadOnlyAdmin):
+    """A worker's state history, as the agent and the scheduler reported it."""
+
+    list_display = [
+        "created_at",
+        "worker",
+        "from_state",
+        "to_state",
+        "source",
+        "exit_code",
+        "reason",
+    ]
+    list_filter = ["to_state", "source"]
+    search_fields = ["worker__deployment__name", "reason"]
+    list_select_related = ["worker__deployment"]

@@ -56,6 +56,21 @@ def signed_in(page: Page, live_server: Any, operator: Any) -> Page:
 
 @pytest.fixture
 def fleet(transactional_db: None) -> dict[str, Any]:
+    """A hand-made fleet scene (placements, failures, an unschedulable canary) for the pages.
+    The real scheduler would re-place it as it is built, so it is paused meanwhile."""
+    from django.db.models.signals import post_save
+
+    from nodes import signals as scheduling
+
+    post_save.disconnect(sender=Deployment, dispatch_uid="schedule-deployment")
+    post_save.disconnect(sender=Node, dispatch_uid="schedule-node")
+    try:
+        return build_fleet()
+    finally:
+        scheduling.connect()
+
+
+def build_fleet() -> dict[str, Any]:
     """A small, believable fleet: three tenants, three models, two GPU nodes, a week of usage."""
     runtime = EngineRuntime.objects.create(
         name="vllm-0.32-cpu", version="0.32.0", python_path="/opt/vllm/bin/python"
