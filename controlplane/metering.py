@@ -1,0 +1,275 @@
+"""Metering: one UsageRecord per inference request, buffered durably, flushed in batches.
+
+The gateway never writes to the database on the request path. It encodes a usage event (JSON)
+and hands it to a buffer:
+
+- with Redis (production): the event is pushed onto the list USAGE_LIST_KEY in the same Lua
+  round trip that settles the request's quotas. `flush_redis` (the Celery task
+  `controlplane.tasks.flush_usage`, on a beat schedule) moves a batch onto USAGE_PROCESSING_KEY
+  atomically, inserts it, and only then deletes it. A flusher that dies mid-way leaves the batch
+  in the processing list, which the next flush inserts again; the unique request_id (insert
+  ignoring conflicts) makes that repeat harmless. So events are never lost and never doubled,
+  and while PostgreSQL is down they simply wait in Redis.
+- embedded (no Redis): `LocalUsageWriter`, a batch writer thread in the gateway process, with
+  the same idempotent insert and retries while the database is unavailable.
+
+Costs come from the version's prices (`ModelVersion.cost`) at flush time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+
+USAGE_LIST_KEY = "controlplane:usage"
+USAGE_PROCESSING_KEY = "controlplane:usage:processing"
+FLUSH_LOCK_KEY = "controlplane:usage:flush-lock"
+
+# Moves up to ARGV[1] events from the head of KEYS[1] onto KEYS[2] in one atomic step.
+CLAIM_LUA = """
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+if #items > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(items))
+  redis.call('LTRIM', KEYS[1], #items, -1)
+end
+return #items
+"""
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def write_records(events: Sequence[dict[str, Any]]) -> int:
+    """Insert events as UsageRecords, skipping request ids already recorded. Returns inserted."""
+    from controlplane.models import UsageRecord
+    from models_registry.models import Model, ModelVersion
+    from nodes.models import Worker
+    from tenants.models import ApiKey, Tenant
+
+    if not events:
+        return 0
+
+    # Foreign keys are checked up front: a row that was deleted since the request must not
+    # poison the whole batch (the insert would fail forever).
+    def existing(model: Any, field: str) -> set[int]:
+        ids = {e[field] for e in events if e.get(field) is not None}
+        return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
+
+    tenants = existing(Tenant, "tenant_id")
+    keys = existing(ApiKey, "api_key_id")
+    models = existing(Model, "model_id")
+    workers = existing(Worker, "worker_id")
+    version_ids = {e["model_version_id"] for e in events if e.get("model_version_id")}
+    versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=version_ids)}
+
+    records = []
+    for event in events:
+        if event["tenant_id"] not in tenants:
+            logger.error(
+                "usage %s dropped: tenant %s no longer exists",
+                event["request_id"],
+                event["tenant_id"],
+            )
+            continue
+        prompt = int(event.get("prompt_tokens", 0))
+        cached = min(int(event.get("cached_tokens", 0)), prompt)
+        completion = int(event.get("completion_tokens", 0))
+        version = versions.get(event.get("model_version_id") or 0)
+        records.append(
+            UsageRecord(
+                request_id=event["request_id"],
+                tenant_id=event["tenant_id"],
+                api_key_id=event.get("api_key_id") if event.get("api_key_id") in keys else None,
+                model_id=event.get("model_id") if event.get("model_id") in models else None,
+                model_version_id=version.pk if version else None,
+                worker_id=event.get("worker_id") if event.get("worker_id") in workers else None,
+                endpoint=event["endpoint"],
+                streamed=bool(event.get("streamed")),
+                prompt_tokens=prompt,
+                cached_tokens=cached,
+                completion_tokens=completion,
+                sent_completion_tokens=event.get("sent_completion_tokens"),
+                usage_counted=bool(event.get("usage_counted")),
+                latency_ms=int(event.get("latency_ms", 0)),
+                time_to_first_token_ms=event.get("ttft_ms"),
+                status=event["status"],
+                http_status=int(event["http_status"]),
+                cost=version.cost(prompt, cached, completion) if version else 0,
+                created_at=datetime.fromtimestamp(event["created_at"], UTC),
+            )
+        )
+    with transaction.atomic():
+        before = UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).count()
+        UsageRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
+        after = UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).count()
+    return after - before
+
+
+def _decode(items: Iterable[bytes]) -> list[dict[str, Any]]:
+    events = []
+    for item in items:
+        try:
+            events.append(json.loads(item))
+        except ValueError:
+            logger.error("unreadable usage event dropped: %r", item[:200])
+    return events
+
+
+def _redis() -> Any:
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+
+
+def flush_redis(batch_size: int | None = None, max_batches: int = 100) -> int:
+    """Drain the Redis usage buffer into the database. Returns records inserted."""
+    batch_size = batch_size or settings.USAGE_FLUSH_BATCH_SIZE
+    client = _redis()
+    lock = client.lock(FLUSH_LOCK_KEY, timeout=120, blocking_timeout=0)
+    if not lock.acquire(blocking=False):
+        return 0  # another flusher is at it
+    inserted = 0
+    try:
+        claim = client.register_script(CLAIM_LUA)
+        for _ in range(max_batches):
+            items = client.lrange(USAGE_PROCESSING_KEY, 0, -1)
+            if not items:
+                if not claim(keys=[USAGE_LIST_KEY, USAGE_PROCESSING_KEY], args=[batch_size]):
+                    break
+                items = client.lrange(USAGE_PROCESSING_KEY, 0, -1)
+            inserted += write_records(_decode(items))
+            # Only after the insert committed: a crash before this line re-inserts (harmlessly).
+            # LTRIM, not DEL: only the events handled here leave the list.
+            client.ltrim(USAGE_PROCESSING_KEY, len(items), -1)
+            lock.extend(120, replace_ttl=True)
+    finally:
+        try:
+            lock.release()
+        except Exception:  # the lock expired; the next flush takes over
+            logger.warning("usage flush lock expired before release")
+    return inserted
+
+
+def buffered_count() -> int:
+    client = _redis()
+    return int(client.llen(USAGE_LIST_KEY)) + int(client.llen(USAGE_PROCESSING_KEY))
+
+
+class LocalUsageWriter:
+    """Embedded mode: a thread that writes batches, retrying while the database is down."""
+
+    def __init__(self, batch_size: int = 500, interval: float = 0.25) -> None:
+        self.queue: queue.Queue[bytes] = queue.Queue()
+        self.batch_size = batch_size
+        self.interval = interval
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, item: bytes) -> None:
+        with self.lock:
+            self.pending += 1
+            self.idle.clear()
+        self.queue.put(item)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        batch: list[bytes] = []
+        while True:
+            try:
+                if not batch:
+                    batch.append(self.queue.get(timeout=self.interval))
+                while len(batch) < self.batch_size:
+                    batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                pass
+            if not batch:
+                if self.stopping:
+                    return
+                continue
+            try:
+                close_old_connections()
+                write_records(_decode(batch))
+            except Exception:
+                logger.exception(
+                    "usage batch of %d not written yet; retrying in %.1fs", len(batch), backoff
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            backoff = 0.5
+            with self.lock:
+                self.pending -= len(batch)
+                if self.pending == 0:
+                    self.idle.set()
+            batch = []
+
+    def flush(self, timeout: float = 30) -> bool:
+        """Wait until every event handed over so far is in the database."""
+        return self.idle.wait(timeout)
+
+    def stop(self, timeout: float = 30) -> None:
+        self.flush(timeout)
+        self.stopping = True
+        self.thread.join(timeout)
+
+
+class RedisUsageFlusher:
+    """For deployments without a Celery worker (eager mode): flush the Redis buffer from here."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="usage-flusher", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            try:
+                close_old_connections()
+                flush_redis()
+            except Exception:
+                logger.exception("usage flush failed; the events stay buffered in Redis")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(10)
+        try:
+            flush_redis()
+        except Exception:
+            logger.exception("final usage flush failed; the events stay buffered in Redis")
+
+
+_local_writer: LocalUsageWriter | None = None
+
+
+def local_writer() -> LocalUsageWriter:
+    global _local_writer
+    if _local_writer is None:
+        _local_writer = LocalUsageWriter(batch_size=settings.USAGE_FLUSH_BATCH_SIZE)
+    return _local_writer
+
+
+def flush_usage() -> int:
+    """Whatever the mode, get buffered usage into the database (Celery task and tests)."""
+    if settings.REDIS_URL:
+        return flush_redis()
+    if _local_writer is not None:
+        _local_writer.flush()
+    return 0
