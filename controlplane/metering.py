@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +201,7 @@ class LocalUsageWriter:
                 pass
             if not batch:
                 if self.stopping:
+                    connections.close_all()
                     return
                 continue
             try:
@@ -246,6 +247,7 @@ class RedisUsageFlusher:
                 flush_redis()
             except Exception:
                 logger.exception("usage flush failed; the events stay buffered in Redis")
+        connections.close_all()
 
     def stop(self) -> None:
         self.stop_event.set()

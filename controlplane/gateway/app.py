@@ -16,13 +16,15 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from ipaddress import ip_address
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from django.conf import settings
+from django.db import connections
 
 from controlplane import invalidation, metering, metrics
 from controlplane.gateway import errors, quotas
@@ -48,6 +50,7 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
 
 ENDPOINTS = {
     "/v1/chat/completions": "chat.completions",
@@ -72,6 +75,7 @@ class Outcome:
     ttft: float | None = None
     upstream: Upstream | None = None
     extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    receive: Receive | None = None
 
 
 def _usage_numbers(usage: Any) -> tuple[int, int, int] | None:
@@ -106,6 +110,12 @@ class Gateway:
         self.max_body = settings.GATEWAY_MAX_BODY_BYTES
         self.default_max_tokens = settings.GATEWAY_DEFAULT_MAX_TOKENS
         self.drain_seconds = settings.GATEWAY_DISCONNECT_DRAIN_SECONDS
+        # Every database read of the gateway runs on this one thread: one connection per process.
+        self.db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-db")
+
+    async def in_db_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.db_thread, fn, *args)
 
     # --- lifecycle --------------------------------------------------------------------
     async def startup(self) -> None:
@@ -162,16 +172,17 @@ class Gateway:
             await asyncio.to_thread(metering.local_writer().flush)
         if self.store is not None:
             await self.store.close()
+        await self.in_db_thread(connections.close_all)
         self.started = False
 
     async def reload(self, kind: str) -> None:
         if kind == "keys":
-            self.keys = await asyncio.to_thread(load_keys)
+            self.keys = await self.in_db_thread(load_keys)
             self.missing.clear()
         elif kind == "routes":
-            self.routes = await asyncio.to_thread(load_routes, self.routes)
+            self.routes = await self.in_db_thread(load_routes, self.routes)
         elif kind == "quotas":
-            self.quota_limits = await asyncio.to_thread(load_quotas)
+            self.quota_limits = await self.in_db_thread(load_quotas)
 
     def _on_local_invalidation(self, message: dict[str, Any]) -> None:
         # Called from whichever thread committed the change.
@@ -348,7 +359,7 @@ class Gateway:
         if self.miss_lookups.locked():
             return None  # a flood of unknown keys must not become a flood of queries
         async with self.miss_lookups:
-            snapshot = await asyncio.to_thread(load_keys)
+            snapshot = await self.in_db_thread(load_keys)
         entry = snapshot.by_prefix.get(prefix)
         if entry is None:
             self.missing[prefix] = time.monotonic() + 2
@@ -358,12 +369,7 @@ class Gateway:
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         length = self._header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise GatewayError(
-                413,
-                f"Request body is over the limit of {self.max_body} bytes.",
-                code="request_too_large",
-            )
+        too_large = length is not None and length.isdigit() and int(length) > self.max_body
         chunks = []
         size = 0
         while True:
@@ -373,14 +379,19 @@ class Gateway:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise GatewayError(
-                    413,
-                    f"Request body is over the limit of {self.max_body} bytes.",
-                    code="request_too_large",
-                )
-            chunks.append(chunk)
-            if not message.get("more_body"):
+                too_large = True
+            if not too_large:
+                chunks.append(chunk)
+            # An oversized body is read (and dropped) up to a bound before the 413, so that
+            # clients still sending see the answer rather than a reset connection.
+            if not message.get("more_body") or size > 4 * self.max_body:
                 break
+        if too_large:
+            raise GatewayError(
+                413,
+                f"Request body is over the limit of {self.max_body} bytes.",
+                code="request_too_large",
+            )
         return b"".join(chunks)
 
     @staticmethod
@@ -453,7 +464,7 @@ class Gateway:
                 allowed = False
             if not allowed:
                 raise GatewayError(404, "Unknown path /metrics.", code="unknown_url")
-        body, content_type = await asyncio.to_thread(metrics.render)
+        body, content_type = await self.in_db_thread(metrics.render)
         await self._respond(send, 200, body, request_id, content_type=content_type.encode())
 
     async def _models(self, scope: Scope, send: Send, request_id: str, one: str | None) -> None:
@@ -484,7 +495,7 @@ class Gateway:
         started = time.monotonic()
         created_at = time.time()
         entry = await self._authenticate(scope)
-        outcome = Outcome()
+        outcome = Outcome(receive=receive)
         model: ModelEntry | None = None
         stream = False
         admission: quotas.Admission | None = None
@@ -815,6 +826,8 @@ class Gateway:
         usage: tuple[int, int, int] | None = None
         drain_deadline: float | None = None if connected else time.monotonic() + self.drain_seconds
         finished = False
+        # Servers may drop writes to a gone client silently: ASGI's http.disconnect says so.
+        watcher = asyncio.ensure_future(outcome.receive()) if outcome.receive else None
         try:
             async for data in response.content.iter_any():
                 if pending:
@@ -832,6 +845,13 @@ class Gateway:
                     usage = found or usage
                 count = data.count(b"data: {")
                 events_received += count
+                if connected and watcher is not None and watcher.done():
+                    if watcher.result().get("type") == "http.disconnect":
+                        connected = False
+                        drain_deadline = time.monotonic() + self.drain_seconds
+                    else:  # a late empty body message: keep listening
+                        assert outcome.receive is not None
+                        watcher = asyncio.ensure_future(outcome.receive())
                 if connected:
                     if outcome.ttft is None:
                         outcome.ttft = time.monotonic() - started
@@ -849,6 +869,9 @@ class Gateway:
             outcome.status, outcome.http_status = "engine_error", 504
         except aiohttp.ClientError:
             outcome.status, outcome.http_status = "engine_error", 502
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
         if connected:
             try:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
