@@ -48,3 +48,8 @@ format: install-dev
 
 clean: ## Remove the environments and local state
 	rm -rf $(VENV) $(ENGINE_VENV) var
+
+# --- Gateway benchmark --------------------------------------------------------------------
+.PHONY: bench-gateway
+bench-gateway: install-dev ## Gateway vs direct vLLM throughput (starts a tiny-model worker)
+	$(PY) bench/gateway.py

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -168,38 +168,34 @@ def buffered_count() -> int:
 
 
 class LocalUsageWriter:
-    """Embedded mode: a thread that writes batches, retrying while the database is down."""
+    """Embedded mode: a thread that writes a batch about every `interval` seconds, retrying
+    while the database is down. `put` is a deque append: nothing on the request path waits."""
 
-    def __init__(self, batch_size: int = 500, interval: float = 0.25) -> None:
-        self.queue: queue.Queue[bytes] = queue.Queue()
+    def __init__(self, batch_size: int = 500, interval: float = 1.0) -> None:
+        self.items: deque[bytes] = deque()
         self.batch_size = batch_size
         self.interval = interval
-        self.pending = 0
-        self.lock = threading.Lock()
-        self.idle = threading.Event()
-        self.idle.set()
+        self.wake = threading.Event()
+        self.writing = False
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
         self.thread.start()
 
     def put(self, item: bytes) -> None:
-        with self.lock:
-            self.pending += 1
-            self.idle.clear()
-        self.queue.put(item)
+        self.items.append(item)
 
     def _run(self) -> None:
         backoff = 0.5
         batch: list[bytes] = []
         while True:
-            try:
-                if not batch:
-                    batch.append(self.queue.get(timeout=self.interval))
-                while len(batch) < self.batch_size:
-                    batch.append(self.queue.get_nowait())
-            except queue.Empty:
-                pass
             if not batch:
+                self.wake.wait(self.interval)
+                self.wake.clear()
+            self.writing = True
+            while len(batch) < self.batch_size and self.items:
+                batch.append(self.items.popleft())
+            if not batch:
+                self.writing = False
                 if self.stopping:
                     connections.close_all()
                     return
@@ -215,19 +211,23 @@ class LocalUsageWriter:
                 backoff = min(backoff * 2, 10)
                 continue
             backoff = 0.5
-            with self.lock:
-                self.pending -= len(batch)
-                if self.pending == 0:
-                    self.idle.set()
             batch = []
+            self.writing = False
 
     def flush(self, timeout: float = 30) -> bool:
         """Wait until every event handed over so far is in the database."""
-        return self.idle.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while self.items or self.writing:
+            self.wake.set()
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def stop(self, timeout: float = 30) -> None:
         self.flush(timeout)
         self.stopping = True
+        self.wake.set()
         self.thread.join(timeout)
 
 

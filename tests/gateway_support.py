@@ -7,16 +7,16 @@ in a thread of the test process (granian's embedded server), so it uses the test
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
@@ -66,6 +66,10 @@ class Engine:
                 "--gpu-memory-utilization",
                 "0.3",
                 "--enforce-eager",
+                # bfloat16 (vLLM's CPU default) was seen killing the engine's worker at its first
+                # request on these machines; the tiny model is float32 anyway.
+                "--dtype",
+                "float32",
                 "--api-key",
                 api_key,
             ],
@@ -81,19 +85,16 @@ class Engine:
             if self.process.poll() is not None:
                 raise RuntimeError(f"engine {self.name} exited: {self.log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"engine {self.name} not ready after {timeout}s")
 
     def counters(self) -> dict[str, float]:
         """The engine's own prompt and generation token totals."""
-        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics")
-        with urllib.request.urlopen(request, timeout=5) as r:
-            text = r.read().decode()
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
         totals = {"prompt": 0.0, "generation": 0.0}
         for line in text.splitlines():
             for kind in totals:
@@ -219,15 +220,9 @@ class FakeEngine:
 
 def raw_post(
     url: str, body: bytes, key: str | None, timeout: float = 30
-) -> tuple[int, dict[str, str], Any]:
+) -> tuple[int, httpx.Headers, Any]:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
-            return r.status, dict(r.headers), json.loads(r.read())
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), json.loads(err.read())
-
-
+    response = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    return response.status_code, response.headers, response.json()

@@ -410,7 +410,14 @@ def test_it_refuses_over_quota_with_429_and_recovers_after_the_window(world: Wor
 
 # --- metering -------------------------------------------------------------------------------
 def _disconnect_mid_stream(world: World) -> str:
-    body = {"model": "gw-tiny", "prompt": "tell me", "max_tokens": 48, "stream": True}
+    # Long enough (and never stopping early) that the hang-up surely comes mid-stream.
+    body = {
+        "model": "gw-tiny",
+        "prompt": "tell me",
+        "max_tokens": 600,
+        "ignore_eos": True,
+        "stream": True,
+    }
     with (
         httpx.Client(timeout=30) as client,
         client.stream(
@@ -430,7 +437,8 @@ def test_it_records_a_client_that_disconnects_mid_stream(world: World) -> None:
     request_id = _disconnect_mid_stream(world)
     record = wait_for_records([request_id])[request_id]
     assert record.status == UsageStatus.CLIENT_DISCONNECTED and record.streamed
-    assert record.sent_completion_tokens is not None and record.sent_completion_tokens < 48
+    assert record.sent_completion_tokens is not None and record.sent_completion_tokens < 600
+    assert record.completion_tokens == 600  # drained: the engine's own final count
     assert record.completion_tokens >= record.sent_completion_tokens
 
 
