@@ -38,7 +38,6 @@ workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir}/bench.sqlite3")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
-os.environ.setdefault("USAGE_FLUSH_IN_PROCESS", "1")
 
 
 def setup_world() -> tuple[str, str, int]:
@@ -117,6 +116,41 @@ def start_engine(name: str, api_key: str) -> subprocess.Popen[bytes]:
     )
 
 
+def start_usage_flusher() -> subprocess.Popen[bytes] | None:
+    """With Redis, as in production: a Celery worker with beat flushes the usage buffer."""
+    if not os.environ.get("REDIS_URL"):
+        return None  # embedded: the gateway process's own batch writer thread does it
+    log = (workdir / "celery.log").open("wb")
+    env = dict(os.environ, CELERY_TASK_ALWAYS_EAGER="0")
+    return subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/celery"),
+            "-A",
+            "controlplane",
+            "worker",
+            "--beat",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "WARNING",
+            "--schedule",
+            str(workdir / "beat-schedule"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+def gateway_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if env.get("REDIS_URL"):
+        env["USAGE_FLUSH_IN_PROCESS"] = "0"  # the Celery worker flushes
+    return env
+
+
 def start_gateway() -> subprocess.Popen[bytes]:
     log = (workdir / "gateway.log").open("wb")
     return subprocess.Popen(
@@ -135,7 +169,7 @@ def start_gateway() -> subprocess.Popen[bytes]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=dict(os.environ),
+        env=gateway_env(),
         cwd=ROOT,
         start_new_session=True,
     )
@@ -254,6 +288,7 @@ async def main(model: str, key: str, worker_id: int) -> None:
     engine_key = worker_api_key(worker_id)
     engine = start_engine(model, engine_key)
     gateway = None
+    flusher = start_usage_flusher()
     try:
         wait_http(f"http://127.0.0.1:{ENGINE_PORT}/health", 180, engine)
         gateway = start_gateway()
@@ -329,6 +364,8 @@ async def main(model: str, key: str, worker_id: int) -> None:
     finally:
         if gateway is not None:
             stop(gateway)
+        if flusher is not None:
+            stop(flusher)
         stop(engine)
 
 

@@ -25,10 +25,11 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connection, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
     version_ids = {e["model_version_id"] for e in events if e.get("model_version_id")}
     versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=version_ids)}
 
-    records = []
+    # Plain INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike): model instances
+    # cost far more Python than the insert itself, and this runs beside the event loop.
+    ops = connection.ops
+    rows = []
     for event in events:
         if event["tenant_id"] not in tenants:
             logger.error(
@@ -87,34 +91,70 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
         cached = min(int(event.get("cached_tokens", 0)), prompt)
         completion = int(event.get("completion_tokens", 0))
         version = versions.get(event.get("model_version_id") or 0)
-        records.append(
-            UsageRecord(
-                request_id=event["request_id"],
-                tenant_id=event["tenant_id"],
-                api_key_id=event.get("api_key_id") if event.get("api_key_id") in keys else None,
-                model_id=event.get("model_id") if event.get("model_id") in models else None,
-                model_version_id=version.pk if version else None,
-                worker_id=event.get("worker_id") if event.get("worker_id") in workers else None,
-                endpoint=event["endpoint"],
-                streamed=bool(event.get("streamed")),
-                prompt_tokens=prompt,
-                cached_tokens=cached,
-                completion_tokens=completion,
-                sent_completion_tokens=event.get("sent_completion_tokens"),
-                usage_counted=bool(event.get("usage_counted")),
-                latency_ms=int(event.get("latency_ms", 0)),
-                time_to_first_token_ms=event.get("ttft_ms"),
-                status=event["status"],
-                http_status=int(event["http_status"]),
-                cost=version.cost(prompt, cached, completion) if version else 0,
-                created_at=datetime.fromtimestamp(event["created_at"], UTC),
+        cost = version.cost(prompt, cached, completion) if version else Decimal(0)
+        ttft = event.get("ttft_ms")
+        sent = event.get("sent_completion_tokens")
+        rows.append(
+            (
+                str(event["request_id"])[:64],
+                event["tenant_id"],
+                event.get("api_key_id") if event.get("api_key_id") in keys else None,
+                event.get("model_id") if event.get("model_id") in models else None,
+                version.pk if version else None,
+                event.get("worker_id") if event.get("worker_id") in workers else None,
+                str(event["endpoint"])[:32],
+                bool(event.get("streamed")),
+                prompt,
+                cached,
+                completion,
+                None if sent is None else int(sent),
+                bool(event.get("usage_counted")),
+                int(event.get("latency_ms", 0)),
+                None if ttft is None else int(ttft),
+                str(event["status"])[:32],
+                int(event["http_status"]),
+                ops.adapt_decimalfield_value(cost, 20, 10),
+                ops.adapt_datetimefield_value(datetime.fromtimestamp(event["created_at"], UTC)),
             )
         )
+    if not rows:
+        return 0
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    # Only constant identifiers are interpolated; every value is a bound parameter.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+    )
+    ids = [row[0] for row in rows]
     with transaction.atomic():
-        before = UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).count()
-        UsageRecord.objects.bulk_create(records, ignore_conflicts=True, batch_size=500)
-        after = UsageRecord.objects.filter(request_id__in=[r.request_id for r in records]).count()
+        before = UsageRecord.objects.filter(request_id__in=ids).count()
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
+        after = UsageRecord.objects.filter(request_id__in=ids).count()
     return after - before
+
+
+INSERT_COLUMNS = (
+    "request_id",
+    "tenant_id",
+    "api_key_id",
+    "model_id",
+    "model_version_id",
+    "worker_id",
+    "endpoint",
+    "streamed",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "sent_completion_tokens",
+    "usage_counted",
+    "latency_ms",
+    "time_to_first_token_ms",
+    "status",
+    "http_status",
+    "cost",
+    "created_at",
+)
 
 
 def _decode(items: Iterable[bytes]) -> list[dict[str, Any]]:

@@ -268,3 +268,6 @@ CELERY_BEAT_SCHEDULE["flush-usage"] = {"task": "controlplane.tasks.flush_usage",
 # `/metrics` needs `Authorization: Bearer <this>` when set; unset, it answers only clients on
 # loopback or private addresses (it names tenants, so it must not face the internet).
 GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")
+# The gateway process's GIL switch interval (seconds): short, so background threads never hold
+# the event loop up for long. 0 leaves Python's default (0.005).
+GATEWAY_SWITCH_INTERVAL = float(os.environ.get("GATEWAY_SWITCH_INTERVAL", "0.0005"))

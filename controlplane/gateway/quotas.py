@@ -16,6 +16,7 @@ in what remains (`used + reservation > limit`).
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import threading
 import time
@@ -92,6 +93,19 @@ def _next_month(now: datetime) -> datetime:
     return datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=4)
+def _calendar_windows(minute: int) -> tuple[str, float, str, float]:
+    """Day and month keys and resets; the same for a whole minute, so computed once per minute."""
+    today = datetime.fromtimestamp(minute * 60, UTC)
+    day_reset = calendar.timegm(today.date().timetuple()) + 86400.0
+    return (
+        today.strftime("%Y%m%d"),
+        day_reset,
+        today.strftime("%Y%m"),
+        _next_month(today).timestamp(),
+    )
+
+
 def build_checks(
     quotas: Sequence[QuotaLimits],
     *,
@@ -105,11 +119,7 @@ def build_checks(
     checks: list[Check] = []
     minute = int(now // 60)
     minute_reset = (minute + 1) * 60.0
-    today = datetime.fromtimestamp(now, UTC)
-    day_key = today.strftime("%Y%m%d")
-    day_reset = calendar.timegm(today.date().timetuple()) + 86400.0
-    month_key = today.strftime("%Y%m")
-    month_reset = _next_month(today).timestamp()
+    day_key, day_reset, month_key, month_reset = _calendar_windows(int(now // 60))
     for limits in quotas:
         base = "cpq:" + scope_name(limits, tenant_id, key_id, model_id)
         if limits.requests_per_minute is not None:
