@@ -284,6 +284,12 @@ def test_it_passes_unknown_fields_to_the_engine_untouched(world: World) -> None:
     assert completion.usage is not None and completion.usage.completion_tokens == 9
 
 
+def test_everything_else_is_served_by_django_in_the_same_application(world: World) -> None:
+    response = httpx.get(world.url("/accounts/login/"))
+    assert response.status_code == 200 and "csrfmiddlewaretoken" in response.text
+    assert "x-request-id" not in response.headers
+
+
 # --- errors ---------------------------------------------------------------------------------
 def test_it_rejects_a_missing_or_unknown_key_with_401(world: World) -> None:
     status, headers, body = raw_post(world.url("/v1/chat/completions"), b"{}", None)

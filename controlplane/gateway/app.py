@@ -103,6 +103,7 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = False
         self.stopping = False
+        self.start_lock: asyncio.Lock | None = None
         self.missing: dict[str, float] = {}  # key prefixes known not to exist, until when
         self.miss_lookups = asyncio.Semaphore(4)
         self.flusher: metering.RedisUsageFlusher | None = None
@@ -266,7 +267,11 @@ class Gateway:
         if scope["type"] != "http":
             return
         if not self.started:
-            await self.startup()
+            # Servers without lifespan: start on the first request, once.
+            if self.start_lock is None:
+                self.start_lock = asyncio.Lock()
+            async with self.start_lock:
+                await self.startup()
         request_id = "req_" + os.urandom(12).hex()
         try:
             path = scope["path"]
