@@ -285,7 +285,7 @@ def test_it_passes_unknown_fields_to_the_engine_untouched(world: World) -> None:
 
 
 def test_everything_else_is_served_by_django_in_the_same_application(world: World) -> None:
-    response = httpx.get(world.url("/accounts/login/"))
+    response = httpx.get(world.url("/admin/login/"))
     assert response.status_code == 200 and "csrfmiddlewaretoken" in response.text
     assert "x-request-id" not in response.headers
 
