@@ -171,10 +171,22 @@ def world(
     finally:
         for part in reversed(started):
             part.stop()
+        _remove_world()
         _close_other_sessions()
         if own_db is not None:
             teardown_databases(own_db, verbosity=0)
         blocker.__exit__(None, None, None)
+
+
+def _remove_world() -> None:
+    """This module's rows were committed (not rolled back): remove them for the modules after."""
+    UsageRecord.objects.filter(tenant__slug__startswith="gw-").delete()
+    Tenant.objects.filter(slug__startswith="gw-").delete()
+    Worker.objects.filter(deployment__name__startswith="gw-").delete()
+    Deployment.objects.filter(name__startswith="gw-").delete()
+    Node.objects.filter(name__startswith="gw-").delete()
+    Model.objects.filter(name__startswith="gw-").delete()
+    EngineRuntime.objects.filter(name="gw-cpu").delete()
 
 
 def _close_other_sessions() -> None:
