@@ -87,3 +87,8 @@ $(ENGINE_STAMP):
 
 engine: $(ENGINE_STAMP) migrate ## Create .venv-engine (vLLM CPU, Python 3.11) and register it as a runtime
 	$(PY) manage.py register_runtime --cpu --python $(ENGINE_PY)
+
+# --- Gateway benchmark --------------------------------------------------------------------
+.PHONY: bench-gateway
+bench-gateway: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## Gateway vs direct vLLM throughput (starts a tiny-model worker)
+	$(PY) bench/gateway.py

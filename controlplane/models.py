@@ -47,6 +47,11 @@ class UsageRecord(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # Completion tokens the client actually received; differs from completion_tokens (what the
+    # engine generated, and what is billed) only when the client disconnected mid-stream.
+    sent_completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # True when the engine's own usage never arrived and the gateway counted streamed chunks.
+    usage_counted = models.BooleanField(default=False)
     latency_ms = models.PositiveIntegerField(default=0)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=32, choices=UsageStatus.choices, default=UsageStatus.OK)

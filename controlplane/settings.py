@@ -288,3 +288,34 @@ CELERY_BEAT_SCHEDULE["schedule-deployments"] = {
     "task": "nodes.tasks.schedule_deployments",
     "schedule": 30.0,
 }
+
+# --- Gateway (the /v1/ inference endpoint; docs/gateway.md describes every setting) --------
+# Largest request body accepted; bigger ones get 413 before any parsing.
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 4 * 1024 * 1024)
+# Tokens a request reserves against token quotas when it sends no max_tokens.
+GATEWAY_DEFAULT_MAX_TOKENS = env_int("GATEWAY_DEFAULT_MAX_TOKENS", 1024)
+# Upstream (engine) timeouts, seconds: connecting, and waiting between bytes once connected.
+GATEWAY_UPSTREAM_CONNECT_TIMEOUT = float(os.environ.get("GATEWAY_UPSTREAM_CONNECT_TIMEOUT", "3"))
+GATEWAY_UPSTREAM_READ_TIMEOUT = float(os.environ.get("GATEWAY_UPSTREAM_READ_TIMEOUT", "300"))
+# Safety net beside pub/sub invalidation: reload keys, routes and quotas this often (seconds).
+GATEWAY_REFRESH_SECONDS = float(os.environ.get("GATEWAY_REFRESH_SECONDS", "10"))
+# When Redis cannot be reached: "refuse" or "admit", separately for rate limits (rpm, tpm,
+# concurrency) and for budgets (tokens and cost per day/month). Budgets refuse by default,
+# because admitting there can spend money nobody approved.
+GATEWAY_RATE_LIMITS_WHEN_REDIS_DOWN = os.environ.get("GATEWAY_RATE_LIMITS_WHEN_REDIS_DOWN", "admit")
+GATEWAY_BUDGETS_WHEN_REDIS_DOWN = os.environ.get("GATEWAY_BUDGETS_WHEN_REDIS_DOWN", "refuse")
+# A client that disconnects mid-stream: keep reading the engine's stream for up to this many
+# seconds, so the engine's own final usage is recorded (exact); 0 aborts at once and records
+# the tokens counted in the chunks received (an estimate).
+GATEWAY_DISCONNECT_DRAIN_SECONDS = float(os.environ.get("GATEWAY_DISCONNECT_DRAIN_SECONDS", "10"))
+# Usage records: flushed from the buffer to the database in batches of this size. With no
+# separate Celery worker (eager mode), the gateway process flushes the buffer itself.
+USAGE_FLUSH_BATCH_SIZE = env_int("USAGE_FLUSH_BATCH_SIZE", 500)
+USAGE_FLUSH_IN_PROCESS = env_bool("USAGE_FLUSH_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)
+CELERY_BEAT_SCHEDULE["flush-usage"] = {"task": "controlplane.tasks.flush_usage", "schedule": 2.0}
+# `/metrics` needs `Authorization: Bearer <this>` when set; unset, it answers only clients on
+# loopback or private addresses (it names tenants, so it must not face the internet).
+GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")
+# The gateway process's GIL switch interval (seconds): short, so background threads never hold
+# the event loop up for long. 0 leaves Python's default (0.005).
+GATEWAY_SWITCH_INTERVAL = float(os.environ.get("GATEWAY_SWITCH_INTERVAL", "0.0005"))

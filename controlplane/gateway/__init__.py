@@ -1,0 +1,1 @@
+"""The OpenAI-compatible inference gateway (see docs/gateway.md)."""

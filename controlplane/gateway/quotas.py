@@ -1,0 +1,489 @@
+"""Quota admission and settlement: one atomic round trip per check, shared by every replica.
+
+For each quota that applies to a request (tenant, tenant+key, tenant+model, tenant+key+model)
+the gateway builds *checks*: rpm and tpm in fixed one-minute windows, concurrency as a sorted
+set of in-flight request ids (members expire after a lease, so a crashed replica cannot leak
+slots), and token/cost budgets in UTC day and month windows. A request reserves its worst case
+(`max_tokens`, or GATEWAY_DEFAULT_MAX_TOKENS; cost at the version's dearest per-token price) and
+settles to the real count when it ends. With Redis, admission is one Lua script and settlement
+another (which also pushes the usage record into the metering buffer); without Redis, an
+in-process store applies the same rules.
+
+A check refuses when the counter already reached its limit, or when the reservation does not fit
+in what remains (`used + reservation > limit`).
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controlplane.gateway.snapshot import QuotaLimits, QuotaSnapshot
+
+logger = logging.getLogger(__name__)
+
+COUNTER = 1
+CONCURRENCY = 2
+# A concurrency slot is freed by settlement; this lease only guards against lost settlements.
+CONCURRENCY_LEASE_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class Check:
+    key: str
+    kind: str  # requests | tokens | concurrency | tokens_per_day | ... | cost_per_month
+    type: int  # COUNTER or CONCURRENCY
+    limit: int
+    increment: int
+    ttl: int
+    reset_at: float
+    budget: bool
+    settles: str = ""  # "" (never), "tokens" or "cost": what the settlement corrects
+
+
+@dataclass
+class Admission:
+    allowed: bool
+    checks: list[Check] = field(default_factory=list)
+    refused: Check | None = None
+    used: int = 0  # the refused check's counter
+    # (limit, remaining, reset_at) of the tightest rpm and tpm checks, for x-ratelimit-* headers.
+    requests: tuple[int, int, float] | None = None
+    tokens: tuple[int, int, float] | None = None
+    unavailable: bool = False  # Redis down and the policy refuses
+
+
+class QuotaUnavailable(Exception):
+    pass
+
+
+def applicable(
+    snapshot: QuotaSnapshot, tenant_id: int, key_id: int, model_id: int
+) -> list[QuotaLimits]:
+    found = []
+    for scope in (
+        (tenant_id, None, None),
+        (tenant_id, key_id, None),
+        (tenant_id, None, model_id),
+        (tenant_id, key_id, model_id),
+    ):
+        limits = snapshot.by_scope.get(scope)
+        if limits is not None:
+            found.append(limits)
+    return found
+
+
+def scope_name(limits: QuotaLimits, tenant_id: int, key_id: int, model_id: int) -> str:
+    return {
+        "tenant": f"t{tenant_id}",
+        "key": f"t{tenant_id}:k{key_id}",
+        "model": f"t{tenant_id}:m{model_id}",
+        "key+model": f"t{tenant_id}:k{key_id}:m{model_id}",
+    }[limits.scope]
+
+
+def _next_month(now: datetime) -> datetime:
+    return datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=UTC)
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar_windows(minute: int) -> tuple[str, float, str, float]:
+    """Day and month keys and resets; the same for a whole minute, so computed once per minute."""
+    today = datetime.fromtimestamp(minute * 60, UTC)
+    day_reset = calendar.timegm(today.date().timetuple()) + 86400.0
+    return (
+        today.strftime("%Y%m%d"),
+        day_reset,
+        today.strftime("%Y%m"),
+        _next_month(today).timestamp(),
+    )
+
+
+def build_checks(
+    quotas: Sequence[QuotaLimits],
+    *,
+    tenant_id: int,
+    key_id: int,
+    model_id: int,
+    reserve_tokens: int,
+    reserve_cost: int,
+    now: float,
+) -> list[Check]:
+    checks: list[Check] = []
+    minute = int(now // 60)
+    minute_reset = (minute + 1) * 60.0
+    day_key, day_reset, month_key, month_reset = _calendar_windows(int(now // 60))
+    for limits in quotas:
+        base = "cpq:" + scope_name(limits, tenant_id, key_id, model_id)
+        if limits.requests_per_minute is not None:
+            checks.append(
+                Check(
+                    f"{base}:rpm:{minute}",
+                    "requests",
+                    COUNTER,
+                    limits.requests_per_minute,
+                    1,
+                    120,
+                    minute_reset,
+                    False,
+                )
+            )
+        if limits.tokens_per_minute is not None:
+            checks.append(
+                Check(
+                    f"{base}:tpm:{minute}",
+                    "tokens",
+                    COUNTER,
+                    limits.tokens_per_minute,
+                    reserve_tokens,
+                    120,
+                    minute_reset,
+                    False,
+                    "tokens",
+                )
+            )
+        if limits.concurrent_requests is not None:
+            checks.append(
+                Check(
+                    f"{base}:conc",
+                    "concurrency",
+                    CONCURRENCY,
+                    limits.concurrent_requests,
+                    1,
+                    CONCURRENCY_LEASE_SECONDS,
+                    now + 1,
+                    False,
+                )
+            )
+        if limits.tokens_per_day is not None:
+            checks.append(
+                Check(
+                    f"{base}:tpd:{day_key}",
+                    "tokens_per_day",
+                    COUNTER,
+                    limits.tokens_per_day,
+                    reserve_tokens,
+                    2 * 86400,
+                    day_reset,
+                    True,
+                    "tokens",
+                )
+            )
+        if limits.tokens_per_month is not None:
+            checks.append(
+                Check(
+                    f"{base}:tpmo:{month_key}",
+                    "tokens_per_month",
+                    COUNTER,
+                    limits.tokens_per_month,
+                    reserve_tokens,
+                    32 * 86400,
+                    month_reset,
+                    True,
+                    "tokens",
+                )
+            )
+        if limits.cost_per_day is not None:
+            checks.append(
+                Check(
+                    f"{base}:cpd:{day_key}",
+                    "cost_per_day",
+                    COUNTER,
+                    limits.cost_per_day,
+                    reserve_cost,
+                    2 * 86400,
+                    day_reset,
+                    True,
+                    "cost",
+                )
+            )
+        if limits.cost_per_month is not None:
+            checks.append(
+                Check(
+                    f"{base}:cpmo:{month_key}",
+                    "cost_per_month",
+                    COUNTER,
+                    limits.cost_per_month,
+                    reserve_cost,
+                    32 * 86400,
+                    month_reset,
+                    True,
+                    "cost",
+                )
+            )
+    return checks
+
+
+def _summarize(admission: Admission, checks: Sequence[Check], values: Sequence[int]) -> None:
+    """Fill the x-ratelimit-* figures from the counters after admission."""
+    for check, value in zip(checks, values, strict=True):
+        remaining = max(check.limit - value, 0)
+        if check.kind == "requests":
+            if admission.requests is None or remaining < admission.requests[1]:
+                admission.requests = (check.limit, remaining, check.reset_at)
+        elif check.kind == "tokens" and (
+            admission.tokens is None or remaining < admission.tokens[1]
+        ):
+            admission.tokens = (check.limit, remaining, check.reset_at)
+
+
+# KEYS: the checks' keys. ARGV: now, request id, then per check: type, limit, increment, ttl.
+# Returns {0, value...} when admitted (the counters after the increments), or, refused,
+# {index of the first refusing check, counter...} (the counters as they are, nothing applied).
+ADMIT_LUA = """
+local now = tonumber(ARGV[1])
+local rid = ARGV[2]
+local n = #KEYS
+local values = {}
+local used_all = {}
+local refused = 0
+for i = 1, n do
+  local base = 2 + (i - 1) * 4
+  local kind = tonumber(ARGV[base + 1])
+  local limit = tonumber(ARGV[base + 2])
+  local inc = tonumber(ARGV[base + 3])
+  local used
+  if kind == 2 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    used = redis.call('ZCARD', KEYS[i])
+  else
+    used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  used_all[i] = used
+  if refused == 0 and (used >= limit or used + inc > limit) then
+    refused = i
+  end
+  values[i] = used + inc
+end
+if refused > 0 then
+  local out = {refused}
+  for i = 1, n do out[i + 1] = used_all[i] end
+  return out
+end
+for i = 1, n do
+  local base = 2 + (i - 1) * 4
+  local kind = tonumber(ARGV[base + 1])
+  local inc = tonumber(ARGV[base + 3])
+  local ttl = tonumber(ARGV[base + 4])
+  if kind == 2 then
+    redis.call('ZADD', KEYS[i], now + ttl, rid)
+    redis.call('EXPIRE', KEYS[i], ttl)
+  else
+    redis.call('INCRBY', KEYS[i], inc)
+    redis.call('EXPIRE', KEYS[i], ttl, 'NX')
+  end
+end
+local out = {0}
+for i = 1, n do out[i + 1] = values[i] end
+return out
+"""
+
+# KEYS: the checks' keys, then the usage buffer list. ARGV: request id, usage record (or ""),
+# then per check: type, delta. A counter whose window already expired is left alone.
+SETTLE_LUA = """
+local rid = ARGV[1]
+local n = #KEYS - 1
+for i = 1, n do
+  local kind = tonumber(ARGV[1 + i * 2])
+  local delta = tonumber(ARGV[2 + i * 2])
+  if kind == 2 then
+    redis.call('ZREM', KEYS[i], rid)
+  elseif delta ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCRBY', KEYS[i], delta)
+  end
+end
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[n + 1], ARGV[2])
+end
+return 1
+"""
+
+
+def settlement_deltas(
+    checks: Sequence[Check], reserved_tokens: int, reserved_cost: int, tokens: int, cost: int
+) -> list[int]:
+    deltas = []
+    for check in checks:
+        if check.settles == "tokens":
+            deltas.append(tokens - reserved_tokens)
+        elif check.settles == "cost":
+            deltas.append(cost - reserved_cost)
+        else:
+            deltas.append(0)
+    return deltas
+
+
+class RedisQuotaStore:
+    """Counters in Redis, shared by every gateway replica."""
+
+    def __init__(self, url: str, usage_list_key: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=1, max_connections=256
+        )
+        self.usage_list_key = usage_list_key
+        self._admit = self.redis.register_script(ADMIT_LUA)
+        self._settle = self.redis.register_script(SETTLE_LUA)
+
+    async def admit(
+        self, request_id: str, checks: list[Check], now: float
+    ) -> tuple[int, list[int]]:
+        """(-1, counters after the increments) when admitted; else (refusing index, counters)."""
+        argv: list[Any] = [now, request_id]
+        for check in checks:
+            argv += [check.type, check.limit, check.increment, check.ttl]
+        result = await self._admit(keys=[c.key for c in checks], args=argv)
+        return int(result[0]) - 1, [int(v) for v in result[1:]]
+
+    async def settle(
+        self, request_id: str, checks: Sequence[Check], deltas: Sequence[int], usage: bytes
+    ) -> None:
+        argv: list[Any] = [request_id, usage]
+        for check, delta in zip(checks, deltas, strict=True):
+            argv += [check.type, delta]
+        await self._settle(keys=[c.key for c in checks] + [self.usage_list_key], args=argv)
+
+    async def push_usage(self, usage: bytes) -> None:
+        await self.redis.rpush(self.usage_list_key, usage)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class MemoryQuotaStore:
+    """The same rules in this process, for the embedded mode (one gateway process)."""
+
+    def __init__(self, usage_sink: Callable[[bytes], None]) -> None:
+        self.counters: dict[str, tuple[int, float]] = {}  # key -> (value, expires_at)
+        self.sets: dict[str, dict[str, float]] = {}  # key -> {request id: expires_at}
+        self.lock = threading.Lock()
+        self.usage_sink = usage_sink
+
+    def _value(self, key: str, now: float) -> int:
+        value = self.counters.get(key)
+        if value is None or value[1] <= now:
+            self.counters.pop(key, None)
+            return 0
+        return value[0]
+
+    async def admit(
+        self, request_id: str, checks: list[Check], now: float
+    ) -> tuple[int, list[int]]:
+        with self.lock:
+            used_all = []
+            refused = -1
+            for index, check in enumerate(checks):
+                if check.type == CONCURRENCY:
+                    members = self.sets.setdefault(check.key, {})
+                    for rid in [r for r, exp in members.items() if exp <= now]:
+                        del members[rid]
+                    used = len(members)
+                else:
+                    used = self._value(check.key, now)
+                used_all.append(used)
+                if refused < 0 and (used >= check.limit or used + check.increment > check.limit):
+                    refused = index
+            if refused >= 0:
+                return refused, used_all
+            for check in checks:
+                if check.type == CONCURRENCY:
+                    self.sets[check.key][request_id] = now + check.ttl
+                else:
+                    current = self.counters.get(check.key)
+                    if current is None or current[1] <= now:
+                        self.counters[check.key] = (check.increment, now + check.ttl)
+                    else:
+                        self.counters[check.key] = (current[0] + check.increment, current[1])
+            return -1, [
+                used + check.increment for used, check in zip(used_all, checks, strict=True)
+            ]
+
+    async def settle(
+        self, request_id: str, checks: Sequence[Check], deltas: Sequence[int], usage: bytes
+    ) -> None:
+        now = time.time()
+        with self.lock:
+            for check, delta in zip(checks, deltas, strict=True):
+                if check.type == CONCURRENCY:
+                    self.sets.get(check.key, {}).pop(request_id, None)
+                elif delta:
+                    current = self.counters.get(check.key)
+                    if current is not None and current[1] > now:
+                        self.counters[check.key] = (current[0] + delta, current[1])
+        if usage:
+            self.usage_sink(usage)
+
+    async def push_usage(self, usage: bytes) -> None:
+        self.usage_sink(usage)
+
+    async def close(self) -> None:
+        return None
+
+
+QuotaStore = RedisQuotaStore | MemoryQuotaStore
+
+
+async def admit(
+    store: QuotaStore,
+    request_id: str,
+    checks: list[Check],
+    *,
+    now: float,
+    rate_limits_when_down: str,
+    budgets_when_down: str,
+) -> Admission:
+    if not checks:
+        return Admission(allowed=True)
+    try:
+        refused, values = await store.admit(request_id, checks, now)
+    except (TimeoutError, OSError, ConnectionError) as exc:
+        return _when_down(checks, exc, rate_limits_when_down, budgets_when_down)
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.RedisError):
+            return _when_down(checks, exc, rate_limits_when_down, budgets_when_down)
+        raise
+    if refused >= 0:
+        admission = Admission(
+            allowed=False, checks=checks, refused=checks[refused], used=values[refused]
+        )
+    else:
+        admission = Admission(allowed=True, checks=checks)
+    _summarize(admission, checks, values)
+    return admission
+
+
+def _when_down(
+    checks: list[Check], exc: BaseException, rate_policy: str, budget_policy: str
+) -> Admission:
+    refuse = any(
+        (check.budget and budget_policy == "refuse")
+        or (not check.budget and rate_policy == "refuse")
+        for check in checks
+    )
+    logger.warning("quota store unreachable (%s); %s", exc, "refusing" if refuse else "admitting")
+    if refuse:
+        return Admission(allowed=False, unavailable=True)
+    # Admitted without a reservation: nothing to settle.
+    return Admission(allowed=True)
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's reset format: `1s`, `6m0s`, `1h2m3s`."""
+    seconds = max(int(seconds + 0.999), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"

