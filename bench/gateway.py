@@ -33,6 +33,12 @@ CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
 ROUND_SECONDS = float(os.environ.get("BENCH_ROUND_SECONDS", "6"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAX_TOKENS = 16
+# Where the engine comes from and how it runs: the CPU build here by default; on a GPU host,
+# e.g. BENCH_ENGINE_PYTHON=python3 BENCH_ENGINE_ARGS="--gpu-memory-utilization 0.2".
+ENGINE_PYTHON = os.environ.get("BENCH_ENGINE_PYTHON", str(ROOT / ".venv-engine/bin/python"))
+ENGINE_ARGS = os.environ.get(
+    "BENCH_ENGINE_ARGS", "--gpu-memory-utilization 0.3 --enforce-eager --dtype float32"
+).split()
 
 workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
 os.environ.setdefault("DEBUG", "1")
@@ -90,7 +96,7 @@ def start_engine(name: str, api_key: str) -> subprocess.Popen[bytes]:
     log = (workdir / "engine.log").open("wb")
     return subprocess.Popen(
         [
-            str(ROOT / ".venv-engine/bin/python"),
+            ENGINE_PYTHON,
             "-m",
             "vllm.entrypoints.openai.api_server",
             "--model",
@@ -101,11 +107,7 @@ def start_engine(name: str, api_key: str) -> subprocess.Popen[bytes]:
             "127.0.0.1",
             "--port",
             str(ENGINE_PORT),
-            "--gpu-memory-utilization",
-            "0.3",
-            "--enforce-eager",
-            "--dtype",
-            "float32",
+            *ENGINE_ARGS,
             "--api-key",
             api_key,
         ],
@@ -124,7 +126,9 @@ def start_usage_flusher() -> subprocess.Popen[bytes] | None:
     env = dict(os.environ, CELERY_TASK_ALWAYS_EAGER="0")
     return subprocess.Popen(
         [
-            str(ROOT / ".venv/bin/celery"),
+            sys.executable,
+            "-m",
+            "celery",
             "-A",
             "controlplane",
             "worker",
@@ -155,7 +159,9 @@ def start_gateway() -> subprocess.Popen[bytes]:
     log = (workdir / "gateway.log").open("wb")
     return subprocess.Popen(
         [
-            str(ROOT / ".venv/bin/granian"),
+            sys.executable,
+            "-m",
+            "granian",
             "--interface",
             "asgi",
             "--loop",
