@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from controlplane.admin_base import AuditedAdmin, ReadOnlyAdmin
+from nodes import credentials
 from nodes.models import Deployment, Gpu, Node, Worker, WorkerEvent
 
 
@@ -37,10 +38,8 @@ class NodeAdmin(AuditedAdmin):
 
     @admin.action(description="Issue a new agent credential (the old one stops working)")
     def issue_credential(self, request: HttpRequest, queryset: Any) -> None:
-        from nodes.api.views import issue_credential
-
         for node in queryset:
-            plaintext = issue_credential(node)
+            plaintext = credentials.issue(node)
             self.audit_event(request, "rotate-credential", node, None)
             messages.warning(
                 request, f"Credential of {node.name}: {plaintext} — shown only this once."

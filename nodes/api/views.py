@@ -11,19 +11,10 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from controlplane.api_base import AuditedModelViewSet, snapshot
+from nodes import credentials
 from nodes.api import filters, serializers
 from nodes.models import Deployment, Gpu, Node, Worker
-from tenants import keys
 from tenants.permissions import IsPlatformAdmin
-
-
-def issue_credential(node: Node) -> str:
-    """Give the node a fresh agent credential; the old one stops working at once."""
-    secret = keys.generate(keys.NODE_CREDENTIAL_MARKER)
-    node.credential_prefix = secret.prefix
-    node.credential_hash = secret.hashed
-    node.save(update_fields=["credential_prefix", "credential_hash", "updated_at"])
-    return secret.plaintext
 
 
 class NodeViewSet(AuditedModelViewSet):
@@ -38,7 +29,7 @@ class NodeViewSet(AuditedModelViewSet):
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         node = serializer.save()
-        node._plaintext = issue_credential(node)
+        node._plaintext = credentials.issue(node)
         self.audit("create", node, snapshot(node))
 
     @extend_schema(responses={201: serializers.NodeCreatedSerializer})
@@ -58,7 +49,7 @@ class NodeViewSet(AuditedModelViewSet):
         """Replace the node agent's credential; the agent must be given the new one."""
         node = self.get_object()
         with transaction.atomic():
-            plaintext = issue_credential(node)
+            plaintext = credentials.issue(node)
             self.audit("rotate-credential", node, {"credential_prefix": node.credential_prefix})
         node._plaintext = plaintext
         return Response(
