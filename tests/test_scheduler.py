@@ -359,3 +359,24 @@ def test_a_busy_gpu_is_not_offered_to_the_next_deployment(version: ModelVersion)
     scheduler.schedule()
     second.refresh_from_db()
     assert "1 in use by other workers" in second.unschedulable_reason
+
+
+def test_a_tensor_parallel_replica_takes_both_gpus_and_a_third_deployment_is_refused(
+    version: ModelVersion,
+) -> None:
+    """Issue 7's scene with simulated GPUs: one node, two GPUs, a TP=2 replica, then TP=1."""
+    node = make_node("dual", gpus=2)
+    tp = Deployment.objects.create(
+        model_version=version, name="tp2", replicas=1, gpus_per_replica=2
+    )
+    scheduler.schedule()
+    (worker,) = live_workers(tp)
+    assert worker.node == node
+    assert sorted(worker.gpus.values_list("uuid", flat=True)) == ["GPU-dual-0", "GPU-dual-1"]
+
+    single = Deployment.objects.create(model_version=version, name="tp1", replicas=1)
+    scheduler.schedule()
+    single.refresh_from_db()
+    assert live_workers(single) == []
+    assert "dual" in single.unschedulable_reason
+    assert "2 in use by other workers" in single.unschedulable_reason
