@@ -761,28 +761,38 @@ def test_a_node_is_cordoned_and_drained(platform_admin: Any) -> None:
     assert node.state == "draining"
 
 
-def test_the_log_panel_never_shows_the_engine_key(
-    platform_admin: Any, version: ModelVersion, monkeypatch: pytest.MonkeyPatch
+def test_the_log_panel_shows_the_tail_the_agent_reported_without_the_engine_key(
+    platform_admin: Any, version: ModelVersion
 ) -> None:
-    from controlplane.dashboard import logs
-
     node = add_node("gpu-1")
     worker = add_worker(Deployment.objects.create(name="chat", model_version=version), node, 9000)
     secret = worker.engine_api_key
-
-    def tail(worker: Worker, lines: int = 200) -> logs.LogTail:
-        return logs.LogTail(
-            lines=[f"args: --api-key {secret}", "INFO ready"], source="test", available=True
-        )
-
-    monkeypatch.setattr(logs, "worker_log_tail", tail)
+    # As if an agent had echoed the key past its own redaction: the panel redacts again.
+    Worker.objects.filter(pk=worker.pk).update(
+        log_tail=f"args: --api-key {secret}\nINFO loading\nINFO ready"
+    )
     body = (
         browser(platform_admin)
         .get(reverse("dashboard:worker-log", args=[worker.pk]))
         .content.decode()
     )
     assert "INFO ready" in body
+    assert "INFO loading" in body
     assert secret not in body
+
+
+def test_the_log_panel_says_when_the_agent_has_reported_nothing(
+    platform_admin: Any, version: ModelVersion
+) -> None:
+    worker = add_worker(
+        Deployment.objects.create(name="chat", model_version=version), add_node("gpu-1"), 9000
+    )
+    body = (
+        browser(platform_admin)
+        .get(reverse("dashboard:worker-log", args=[worker.pk]))
+        .content.decode()
+    )
+    assert "has not reported a log for this worker yet" in body
 
 
 # --- usage -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Where the dashboard gets a worker's log tail: this one function.
 
-The node agent keeps each engine's output; until it offers the tail to the control plane, the
-panel says so and shows the last error the agent reported (`Worker.last_error`). Wire the
-agent's source in here and the panel (which polls `dashboard:worker-log`) shows it unchanged.
+The node agent keeps each engine's output in a rotated file on its node and uploads the last
+lines to the control plane (`Worker.log_tail`, through the agent API, with the engine key
+already redacted there). The panel polls `dashboard:worker-log` and shows them.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ class LogTail:
 def worker_log_tail(worker: Worker, lines: int = TAIL_LINES) -> LogTail:
     """The last `lines` lines of the worker's engine output, newest last, passed through
     `redact` by the view."""
-    # No source yet: the node agent's log feed is built in parallel (see the module docstring).
+    if not worker.log_tail:
+        return LogTail(
+            lines=[],
+            source="the node agent has not reported a log for this worker yet",
+            available=False,
+        )
+    node = worker.node.name if worker.node is not None else "its node"
     return LogTail(
-        lines=[],
-        source="the node agent has not reported a log for this worker",
-        available=False,
+        lines=worker.log_tail.splitlines()[-lines:],
+        source=f"the last lines the node agent on {node} reported",
+        available=True,
     )
 
 
