@@ -172,16 +172,6 @@ def default_tenant(serializer: serializers.Serializer[Any], attrs: dict[str, Any
     return tenant
 
 
-def string_map_problem(value: object) -> str | None:
-    """Why `value` is not an object of string names to string values (None if it is)."""
-    if not isinstance(value, dict):
-        return "Expected an object of string names to string values."
-    bad = [str(k) for k, v in value.items() if not isinstance(k, str) or not isinstance(v, str)]
-    if bad:
-        return f"Values must be strings; not so for: {', '.join(sorted(bad))}."
-    return None
-
-
 class HasRole(permissions.BasePermission):
     """Anyone with a role (platform admin, tenant admin or viewer), for what is their own."""
 

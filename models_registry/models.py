@@ -7,6 +7,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
+from controlplane.validation import string_map_problem
 from models_registry import engine_args
 
 model_name_validator = RegexValidator(
@@ -49,13 +50,9 @@ class EngineRuntime(models.Model):
         return f"{self.name} ({self.engine} {self.version})"
 
     def clean(self) -> None:
-        env = self.environment
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ValidationError(
-                {"environment": "Expected an object of string names to string values."}
-            )
+        problem = string_map_problem(self.environment)
+        if problem:
+            raise ValidationError({"environment": problem})
 
 
 class Task(models.TextChoices):

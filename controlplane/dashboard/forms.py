@@ -13,6 +13,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
+from controlplane.validation import string_map_problem
 from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion, VersionState
 from nodes.models import Deployment, DesiredState
 from tenants.models import ApiKey, Quota, Tenant
@@ -238,9 +239,7 @@ class VersionStateForm(forms.Form):
 def _check_label_selector(value: Any) -> dict[str, str]:
     if value in (None, ""):
         return {}
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if string_map_problem(value):
         raise forms.ValidationError('Expected an object of label names to values: {"zone": "a"}.')
     return value
 

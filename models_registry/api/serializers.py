@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from controlplane.api_base import string_map_problem
+from controlplane.validation import string_map_problem
 from models_registry import engine_args
 from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion
 from tenants.models import Tenant

@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from controlplane.api_base import string_map_problem
+from controlplane.validation import string_map_problem
 from models_registry.models import VersionState
 from nodes.models import Deployment, Gpu, Node, Worker
 
