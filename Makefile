@@ -92,3 +92,18 @@ engine: $(ENGINE_STAMP) migrate ## Create .venv-engine (vLLM CPU, Python 3.11) a
 .PHONY: bench-gateway
 bench-gateway: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## Gateway vs direct vLLM throughput (starts a tiny-model worker)
 	$(PY) bench/gateway.py
+
+# --- Reliability (docs/reliability.md) ----------------------------------------------------
+# The fault scenarios start a stack of their own (PostgreSQL and Redis instances on ports
+# 5442/6389, the API, two gateways, Celery, two node agents with real vLLM workers), then the
+# hostile-input and access tests run against the real parts as in `make test`.
+RELIABILITY_TESTS := tests/test_api_fuzz.py tests/test_signin.py tests/test_csrf.py \
+	tests/test_dashboard_isolation.py tests/test_secrets.py tests/test_tenant_isolation.py \
+	tests/test_gateway.py
+.PHONY: reliability soak
+reliability: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## Fault, load and hostile-input scenarios, with a report (RELIABILITY_ARGS=--short for the CI size)
+	$(PY) -m reliability $(RELIABILITY_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider $(wildcard $(RELIABILITY_TESTS))
+
+soak: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## 32 streams for 10 minutes: memory growth per process, latency trend
+	$(PY) bench/soak.py $(SOAK_ARGS)

@@ -7,6 +7,7 @@ in a thread of the test process (granian's embedded server), so it uses the test
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -179,6 +180,22 @@ class FakeEngine:
                 return web.json_response({"error": {"message": "boom"}}, status=500)
             if model.endswith("-slow"):
                 await asyncio.sleep(5)
+            if model.endswith("-die"):
+                # Two chunks of a stream, then the connection drops: an engine killed mid-way.
+                stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await stream.prepare(request)
+                for word in ("one", "two"):
+                    chunk = {
+                        "id": "fake",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [{"index": 0, "delta": {"content": word}}],
+                    }
+                    await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    await asyncio.sleep(0.05)
+                assert request.transport is not None
+                request.transport.close()
+                return stream
             return web.json_response(
                 {
                     "id": "fake",

@@ -494,12 +494,10 @@ def test_a_bad_quota_value_is_an_error_beside_its_field(
     )
     assert response.status_code == 422
     body = response.content.decode()
-    field_block = body[body.index(f'id="field-{field}"') :]
+    block_id = f'id="field-q{quota.pk}_{field}"'  # the edit form's ids carry its quota's
+    field_block = body[body.index(block_id) :]
     field_block = field_block[: field_block.index("</div>\n") + 7]
-    assert (
-        "invalid"
-        in body[body.index(f'id="field-{field}"') - 40 : body.index(f'id="field-{field}"')]
-    )
+    assert "invalid" in body[body.index(block_id) - 40 : body.index(block_id)]
     assert message in field_block
     quota.refresh_from_db()
     assert quota.requests_per_minute == 10

@@ -38,7 +38,7 @@ from tests.gateway_support import EmbeddedGateway, Engine, FakeEngine, embedding
 pytestmark = pytest.mark.vllm
 
 TINY_PORT, EMBED_PORT, GATEWAY_PORT = 8201, 8202, 8260
-FAKE_PORTS, DEAD_PORT = [8261, 8262, 8263], 8259
+FAKE_PORTS, DEAD_PORT = [8261, 8262, 8263, 8264], 8259
 
 
 @dataclass
@@ -114,7 +114,7 @@ def world(
         secret, _ = _model("gw-secret", runtime)  # exists, never granted to acme
         idle, _ = _model("gw-idle", runtime)  # granted, but no worker
         fakes = {}
-        for i, suffix in enumerate(["500", "slow", "retry"]):
+        for i, suffix in enumerate(["500", "slow", "retry", "die"]):
             m, v = _model(f"gw-fake-{suffix}", runtime)
             fake_node = Node.objects.create(name=f"gw-fake-{i}", address="127.0.0.1")
             dep = Deployment.objects.create(name=f"gw-fake-{suffix}", model_version=v)
@@ -407,6 +407,28 @@ def test_it_retries_on_another_worker_when_a_connection_fails(world: World) -> N
         )
         assert answer.choices[0].message.content == "ok"
     assert world.fake.hits[FAKE_PORTS[2]] >= 8
+
+
+def test_a_stream_whose_engine_dies_ends_with_an_error_event(world: World) -> None:
+    """Not a silent early end, which a client would take for a complete answer."""
+    stream = world.client().chat.completions.with_raw_response.create(
+        model="gw-fake-die", messages=[{"role": "user", "content": "x"}], stream=True
+    )
+    request_id = stream.headers["x-request-id"]
+    words = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream.parse():
+            words.append(chunk.choices[0].delta.content)
+    assert words == ["one", "two"]
+    assert caught.value.body == {
+        "message": "The engine stopped answering mid-stream.",
+        "type": "api_error",
+        "param": None,
+        "code": "engine_failed",
+    }
+    record = wait_for_records([request_id])[request_id]
+    assert (record.status, record.http_status) == (UsageStatus.ENGINE_ERROR, 502)
+    assert record.completion_tokens == 1  # the chunks seen: the fake's first one is not a role
 
 
 # --- quotas ---------------------------------------------------------------------------------

@@ -248,3 +248,19 @@ def test_the_redis_buffer_survives_a_flusher_that_died_mid_batch(tenant_a: Tenan
     assert metering.flush_redis(batch_size=2) == 3  # the two again (ignored), then three new
     assert UsageRecord.objects.filter(request_id__startswith="req_buf").count() == 5
     assert metering.buffered_count() == 0
+
+
+def test_the_prompt_bound_counts_text_bytes_token_ids_and_template_markers() -> None:
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "héllo"}]},
+        ]
+    }
+    # "system" 6 + "Be brief." 9 + "user" 4 + "text" 4 + "héllo" 6 bytes, 2 x 8, 16.
+    assert quotas.prompt_token_bound(chat, "chat.completions") == 29 + 16 + 16
+    assert quotas.prompt_token_bound({"prompt": "abc"}, "completions") == 3
+    assert quotas.prompt_token_bound({"prompt": [[1, 2, 3], "ab"]}, "completions") == 5
+    assert quotas.prompt_token_bound({"input": ["a", "bc"]}, "embeddings") == 3
+    assert quotas.prompt_token_bound({"messages": "not a list"}, "chat.completions") == 10 + 16
+    assert quotas.prompt_token_bound({}, "completions") == 0

@@ -9,15 +9,13 @@ failure.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,9 @@ from nodes.models import Deployment, DesiredState, Node, NodeState, Worker, Work
 from nodes.secrets import worker_api_key
 from nodes.tasks import mark_lost_nodes
 
+from . import agent_support
+from .agent_support import AgentProcess
+
 ROOT = Path(settings.BASE_DIR)
 ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
 TINY_MODEL = ROOT / "var" / "models" / "tiny-llama"
@@ -52,74 +53,6 @@ pytestmark = [
 
 
 @dataclass
-class AgentProcess:
-    name: str
-    credential: str
-    state_dir: Path
-    url: str
-    process: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log_path = self.state_dir.parent / f"{self.name}-agent.log"
-
-    def start(self) -> None:
-        env = {
-            **os.environ,
-            "NODE_CREDENTIAL": self.credential,
-            "DEBUG": "1",
-            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
-        }
-        command = [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "nodeagent",
-            "--control-plane",
-            self.url,
-            "--name",
-            self.name,
-            "--address",
-            "127.0.0.1",
-            "--state-dir",
-            str(self.state_dir),
-            "--port-range",
-            PORT_RANGES[self.name],
-            "--interval",
-            "0.5",
-            "--backoff-base",
-            "1",
-            "--backoff-cap",
-            "4",
-            "--crash-loop-after",
-            "3",
-            "--stop-grace",
-            "10",
-            "--start-timeout",
-            str(ENGINE_START_TIMEOUT),
-        ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log.close()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@dataclass
 class Stack:
     url: str
     version: ModelVersion
@@ -129,27 +62,7 @@ class Stack:
 
 def engine_processes() -> list[tuple[int, int, str]]:
     """(pid, pgid, cmdline) of every live vLLM process serving on this module's ports."""
-    ports = {str(p) for r in PORT_RANGES.values() for p in range(*_bounds(r))}
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] in ("Z", "X"):
-            continue
-        if "vllm.entrypoints.openai.api_server" in argv and ports & set(argv):
-            found.append((int(entry), int(fields[2]), " ".join(argv)))
-    return found
-
-
-def _bounds(port_range: str) -> tuple[int, int]:
-    low, high = port_range.split("-")
-    return int(low), int(high) + 1
+    return agent_support.engine_processes(PORT_RANGES.values())
 
 
 def processes_in_group(pgid: int) -> list[int]:
@@ -157,9 +70,7 @@ def processes_in_group(pgid: int) -> list[int]:
 
 
 def kill_engines() -> None:
-    for _pid, pgid, _cmd in engine_processes():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
+    agent_support.kill_engines(PORT_RANGES.values())
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
@@ -277,6 +188,8 @@ def stack(
                     credential=credentials.issue(node),
                     state_dir=base / name,
                     url=server.url,
+                    port_range=PORT_RANGES[name],
+                    start_timeout=ENGINE_START_TIMEOUT,
                 )
                 agents[name].start()
             wait_for(

@@ -32,6 +32,11 @@ class TenantSettingsForm(forms.ModelForm):
         model = Tenant
         fields = ["name", "priority_class", "active"]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Its own ids: the key form on the tenant's page has a "name" field too.
+        kwargs.setdefault("auto_id", "id_settings_%s")
+        super().__init__(*args, **kwargs)
+
 
 class ApiKeyForm(forms.Form):
     """Rules: a name unique among the tenant's unrevoked keys (the partial unique constraint),
@@ -100,6 +105,10 @@ class QuotaForm(forms.ModelForm):
         labels = {"api_key": "Key", "model": "Model", "concurrent_requests": "Concurrent"}
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+        instance = kwargs.get("instance")
+        if instance is not None and instance.pk:
+            # Ids of its own: each quota's card can hold an edit form beside the create form.
+            kwargs.setdefault("auto_id", f"id_q{instance.pk}_%s")
         super().__init__(*args, **kwargs)
         self.tenant = tenant
         self.instance.tenant = tenant
@@ -140,6 +149,9 @@ class GrantForm(forms.Form):
     model = forms.ModelChoiceField(queryset=Model.objects.none())
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+        # Its own ids: the quota form on the same page has a "model" field too, and two
+        # id_model elements would tie both labels to the first.
+        kwargs.setdefault("auto_id", "id_grant_%s")
         super().__init__(*args, **kwargs)
         self.tenant = tenant
         self.fields["model"].queryset = Model.objects.exclude(  # type: ignore[attr-defined]
@@ -159,6 +171,11 @@ class RuntimeForm(forms.ModelForm):
         model = EngineRuntime
         fields = ["name", "engine", "version", "python_path", "environment"]
         widgets = {"environment": forms.Textarea(attrs={"rows": 2})}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Its own ids: the model form on the same page has a "name" field too.
+        kwargs.setdefault("auto_id", "id_runtime_%s")
+        super().__init__(*args, **kwargs)
 
 
 class OptionalJSONField(forms.JSONField):

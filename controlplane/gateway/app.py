@@ -532,7 +532,7 @@ class Gateway:
                 )
                 if applicable:
                     limit = payload.get("max_completion_tokens") or payload.get("max_tokens")
-                    reserve_tokens = (
+                    reserve_tokens = quotas.prompt_token_bound(payload, endpoint) + (
                         0 if endpoint == "embeddings" else int(limit or self.default_max_tokens)
                     )
                     dearest = max(
@@ -884,8 +884,21 @@ class Gateway:
             if watcher is not None and not watcher.done():
                 watcher.cancel()
         if connected:
+            # The engine stopped mid-stream (it died, or timed out): end with an error event,
+            # which OpenAI clients raise as an error, instead of a silent early end that reads
+            # as a complete answer.
+            tail = b""
+            if outcome.status == "engine_error":
+                message = (
+                    "The engine stopped answering mid-stream."
+                    if outcome.http_status == 502
+                    else "The engine did not answer in time."
+                )
+                # (A partial event left in `pending` is dropped: it would not parse.)
+                body = errors.error_body(message, "api_error", "engine_failed", None)
+                tail = b"data: " + body + b"\n\n"
             try:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
             except Exception:
                 connected = False
         if not connected:

@@ -64,6 +64,44 @@ class QuotaUnavailable(Exception):
     pass
 
 
+# Tokens the chat template may add around each message, and around the whole prompt
+# (role markers, BOS/EOS, the assistant's turn header): generous for the templates we serve.
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+TEMPLATE_TOKENS_PER_PROMPT = 16
+
+
+def prompt_token_bound(payload: dict[str, Any], endpoint: str) -> int:
+    """An upper bound on the tokens of the request's prompt, without a tokenizer.
+
+    Every token of a byte-level BPE or a WordPiece vocabulary covers at least one byte of
+    text, so the UTF-8 length of the text bounds its tokens; token-id inputs count one each.
+    Reserving this (plus the completion's limit) keeps a token budget from being overshot by
+    requests admitted together: each one's actual use stays within what it reserved.
+    """
+    field = {"chat.completions": "messages", "completions": "prompt", "embeddings": "input"}
+    value = payload.get(field.get(endpoint, ""))
+    messages = len(value) if endpoint == "chat.completions" and isinstance(value, list) else 0
+    return (
+        _text_bound(value)
+        + TEMPLATE_TOKENS_PER_MESSAGE * messages
+        + (TEMPLATE_TOKENS_PER_PROMPT if endpoint == "chat.completions" else 0)
+    )
+
+
+def _text_bound(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", "surrogatepass"))
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, int | float):
+        return 1  # a token id
+    if isinstance(value, list):
+        return sum(_text_bound(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_text_bound(item) for item in value.values())
+    return 0
+
+
 def applicable(
     snapshot: QuotaSnapshot, tenant_id: int, key_id: int, model_id: int
 ) -> list[QuotaLimits]:

@@ -32,8 +32,16 @@ GIB = 1 << 30
 
 
 def shoot(page: Page, name: str, full_page: bool = True) -> None:
+    """Save a screenshot of the page, checking on the way that no two elements share an id
+    (two forms' "id_name" inputs once tied both "Name" labels to the first)."""
+    assert duplicate_ids(page) == [], f"{name}: duplicate element ids"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def duplicate_ids(page: Page) -> list[str]:
+    ids: list[str] = page.evaluate("Array.from(document.querySelectorAll('[id]'), e => e.id)")
+    return sorted({i for i in ids if ids.count(i) > 1})
 
 
 @pytest.fixture
@@ -351,7 +359,7 @@ def test_a_new_key_is_shown_exactly_once(
     page = signed_in
     page.goto(f"{live_server.url}/tenants/acme/")
     page.get_by_text("+ New key").click()
-    page.get_by_label("Name").fill("search-frontend")
+    page.locator("#key-form").get_by_label("Name").fill("search-frontend")
     page.get_by_role("button", name="Create key").click()
     shown = page.locator("#new-key-plaintext")
     expect(shown).to_be_visible()
@@ -382,7 +390,7 @@ def test_a_bad_quota_value_shows_its_error_beside_the_field(
     rpm = card.get_by_label("Requests per minute")
     rpm.fill("-5")
     card.get_by_role("button", name="Save").click()
-    field = card.locator("#field-requests_per_minute")
+    field = card.locator(f"#field-q{quota.pk}_requests_per_minute")
     expect(field).to_have_class(re.compile(r"\binvalid\b"))
     expect(field.get_by_role("alert")).to_contain_text("greater than or equal to 0")
     shoot(page, "05-quota-error")

@@ -1,0 +1,122 @@
+"""Soak: hold 32 concurrent streams through both gateways for ten minutes, and report each
+process's memory growth and the latency trend, minute by minute.
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--streams 32] [--max-tokens 64]
+
+The stack is reliability's (reliability/stack.py): its own PostgreSQL and Redis, the API, two
+gateway processes, a Celery worker, two node agents with one vLLM worker each. Memory is the
+resident set of each process group (a granian server's workers, an engine's core process
+included), sampled every 10 s; growth compares the first minute's mean with the last one's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from reliability.load import Load, Outcome, run_load
+from reliability.stack import MODEL, ROOT, running_stack, say
+
+SAMPLE_SECONDS = 10
+
+
+def group_rss(pgid: int) -> int:
+    """Resident bytes of every process in the group."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
+                continue
+            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--streams", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    with running_stack(ROOT / "var" / "soak", keep=False) as stack:
+        from reliability.scenarios import make_tenant
+
+        _, _, key = make_tenant("soak")
+        groups = {name: p.pid for name, p in stack.processes.items() if p.alive()}
+        for worker in stack.ready_workers():
+            groups[f"engine-{worker.node.name}"] = worker.pid
+        gateways = {name: f"http://127.0.0.1:{stack_port}" for name, stack_port in
+                    (("gateway-a", 8411), ("gateway-b", 8412))}  # fmt: skip
+        duration = args.minutes * 60
+        load = Load(gateways, key, MODEL, args.streams, max_tokens=args.max_tokens)
+        load.stop_at = time.time() + duration
+        samples: list[tuple[float, dict[str, int]]] = []
+        start = time.time()
+        say(f"soak: {args.streams} streams for {args.minutes:g} min; sampling every 10 s")
+
+        def sample() -> None:
+            while time.time() < load.stop_at if load.stop_at else False:
+                samples.append((time.time() - start, {n: group_rss(g) for n, g in groups.items()}))
+                done = len(load.outcomes)
+                say(f"  {time.time() - start:5.0f}s  {done} requests done")
+                time.sleep(SAMPLE_SECONDS)
+
+        outcomes, _ = run_load(load, sample)
+        report(outcomes, samples, start, groups)
+    return 0
+
+
+def report(
+    outcomes: list[Outcome], samples: list[tuple[float, dict[str, int]]], start: float,
+    groups: dict[str, int],
+) -> None:  # fmt: skip
+    minutes = max(int((max(o.ended for o in outcomes) - start) // 60) + 1, 1) if outcomes else 1
+    print("\nLatency by minute (completed streams):")
+    print("| minute | requests | errors | req/s | p50 latency | p95 latency | p50 TTFT |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for minute in range(minutes):
+        these = [o for o in outcomes if minute * 60 <= o.ended - start < (minute + 1) * 60]
+        ok = [o for o in these if o.kind == "ok"]
+        ttfts = [o.ttft for o in ok if o.ttft is not None]
+        print(
+            f"| {minute + 1} | {len(these)} | {len(these) - len(ok)} | {len(these) / 60:.1f} | "
+            f"{percentile([o.latency for o in ok], 0.5):.2f}s | "
+            f"{percentile([o.latency for o in ok], 0.95):.2f}s | {percentile(ttfts, 0.5):.3f}s |"
+        )
+    print("\nResident memory by process group (MiB): first minute's mean -> last minute's mean")
+    print("| process | first | last | growth |")
+    print("| --- | --- | --- | --- |")
+    first = [s for t, s in samples if t < 60]
+    last_start = (samples[-1][0] - 60) if samples else 0
+    last = [s for t, s in samples if t >= last_start]
+    for name in groups:
+        a = statistics.mean(s[name] for s in first) / 2**20 if first else float("nan")
+        b = statistics.mean(s[name] for s in last) / 2**20 if last else float("nan")
+        growth = (b - a) / a * 100 if a else float("nan")
+        print(f"| {name} | {a:.0f} | {b:.0f} | {b - a:+.1f} MiB ({growth:+.1f}%) |")
+    errors = sum(o.kind != "ok" for o in outcomes)
+    print(f"\n{len(outcomes)} streams, {errors} not ok, over {len(samples)} samples")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
