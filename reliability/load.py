@@ -1,9 +1,9 @@
 """Load through both gateways, as products would send it, recording what each client saw.
 
 The clients balance over the two gateways themselves, the way a load balancer in front of them
-would: round robin, and a gateway that refuses a connection is skipped for a second while the
-request goes to the other. A refused connection is not an error a client sees (nothing was
-sent); anything after the connection is.
+would: round robin, and a gateway that refuses a connection, or closes it before answering
+anything, is skipped for a second while the request goes to the other. Neither is an error a
+client sees (the gateway never took the request); anything after an answer began is.
 
 Each request ends as one of:
 - `ok`: a complete answer (a stream up to its `[DONE]`);
@@ -128,6 +128,19 @@ class Load:
                         await self._read_json(response, outcome)
             except aiohttp.ClientConnectorError:
                 # Nothing was sent: skip this gateway for a second, as a balancer would.
+                self.down_until[name] = time.monotonic() + 1.0
+                failovers += 1
+                continue
+            except aiohttp.ServerDisconnectedError as exc:
+                if outcome.status is not None or failovers >= 3:
+                    outcome.kind, outcome.detail = "dirty_error", f"ServerDisconnectedError: {exc}"
+                    outcome.ended = time.time()
+                    return outcome
+                # Closed before any answer: a gateway shutting down closes its idle keep-alive
+                # connections, and a request sent on one just then was never read. Balancers
+                # retry this case elsewhere (HAProxy `retry-on empty-response`); so do we. Were
+                # it read after all, the scenario's "tokens metered = engines' counts" and
+                # "no duplicates" checks would show the double.
                 self.down_until[name] = time.monotonic() + 1.0
                 failovers += 1
                 continue

@@ -139,7 +139,8 @@ class Stack:
     def configure(self) -> None:
         """The settings every process of the stack shares, then Django in this process."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "logs").mkdir(exist_ok=True)
+        shutil.rmtree(self.workdir / "logs", ignore_errors=True)  # this run's logs only
+        (self.workdir / "logs").mkdir()
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",

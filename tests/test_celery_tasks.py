@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
 from controlplane.celery import app
 from nodes.models import Node, NodeState
-from nodes.tasks import mark_lost_nodes
+from nodes.tasks import BLIND_UNTIL_KEY, mark_lost_nodes
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -59,6 +60,27 @@ def test_a_node_that_never_sent_a_heartbeat_is_not_marked_lost() -> None:
     waiting = factories.node(last_heartbeat_at=None)
     assert mark_lost_nodes.apply().get(timeout=10) == []
     assert Node.objects.get(pk=waiting.pk).state == NodeState.READY
+
+
+@pytest.fixture
+def no_outage_mark() -> Iterator[None]:
+    """The mark lives in the shared cache (Redis in CI): never leave it to other tests."""
+    cache.delete(BLIND_UNTIL_KEY)
+    yield
+    cache.delete(BLIND_UNTIL_KEY)
+
+
+def test_when_every_node_is_silent_at_once_none_is_marked_lost(no_outage_mark: None) -> None:
+    """After a database outage no heartbeat could be written: that is not a dead fleet."""
+    timeout = settings.NODE_HEARTBEAT_TIMEOUT_SECONDS
+    nodes = [factories.node(name=f"n{i}", last_heartbeat_at=ago(timeout + 5)) for i in range(3)]
+    assert mark_lost_nodes.apply().get(timeout=10) == []
+    assert {n.state for n in Node.objects.filter(pk__in=[n.pk for n in nodes])} == {NodeState.READY}
+    # One heartbeat resumes; the others get a whole timeout to follow before they are judged.
+    Node.objects.filter(pk=nodes[0].pk).update(last_heartbeat_at=ago(1))
+    assert mark_lost_nodes.apply().get(timeout=10) == []
+    cache.set(BLIND_UNTIL_KEY, time.time() - 1)  # ... and once it has passed:
+    assert sorted(mark_lost_nodes.apply().get(timeout=10)) == ["n1", "n2"]
 
 
 def test_the_task_is_on_the_beat_schedule_and_registered() -> None:

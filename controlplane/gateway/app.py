@@ -987,8 +987,12 @@ class Gateway:
         try:
             await self.store.settle(request_id, checks, deltas, usage)
         except Exception:
-            logger.warning(
-                "settling %s failed; its usage is held for retry", request_id, exc_info=True
+            # Once per outage with the cause; the spill's retry loop reports the backlog.
+            logger.log(
+                logging.WARNING if not self.spill else logging.DEBUG,
+                "settling %s failed; its usage is held for retry",
+                request_id,
+                exc_info=not self.spill,
             )
             self.spill.append(usage)
 
