@@ -44,7 +44,7 @@ TINY_MODEL := var/models/tiny-llama/config.json
 $(TINY_MODEL): $(ENGINE_STAMP) models_registry/engine_scripts/build_tiny_model.py
 	$(ENGINE_PY) models_registry/engine_scripts/build_tiny_model.py var/models/tiny-llama
 
-test: install-dev browser $(ENGINE_STAMP) $(TINY_MODEL) ## Run the test suite (real PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
+test: install-dev browser services $(ENGINE_STAMP) $(TINY_MODEL) ## Run the test suite (real PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install-dev ## ruff (lint and format check), mypy, makemigrations --check
@@ -100,10 +100,15 @@ bench-gateway: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## Gateway vs direct vL
 RELIABILITY_TESTS := tests/test_api_fuzz.py tests/test_signin.py tests/test_csrf.py \
 	tests/test_dashboard_isolation.py tests/test_secrets.py tests/test_tenant_isolation.py \
 	tests/test_gateway.py
-.PHONY: reliability soak
-reliability: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## Fault, load and hostile-input scenarios, with a report (RELIABILITY_ARGS=--short for the CI size)
+.PHONY: reliability soak services
+# The scenarios start PostgreSQL and Redis instances of their own: the server programs must be here.
+services: ## Install PostgreSQL's server programs and redis-server when missing (once)
+	@{ command -v redis-server && ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server; }
+
+reliability: install-dev services $(ENGINE_STAMP) $(TINY_MODEL) ## Fault, load and hostile-input scenarios, with a report (RELIABILITY_ARGS=--short for the CI size)
 	$(PY) -m reliability $(RELIABILITY_ARGS)
 	$(PY) -m pytest -q -p no:cacheprovider $(wildcard $(RELIABILITY_TESTS))
 
-soak: install-dev $(ENGINE_STAMP) $(TINY_MODEL) ## 32 streams for 10 minutes: memory growth per process, latency trend
+soak: install-dev services $(ENGINE_STAMP) $(TINY_MODEL) ## 32 streams for 10 minutes: memory growth per process, latency trend
 	$(PY) bench/soak.py $(SOAK_ARGS)

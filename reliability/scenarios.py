@@ -36,7 +36,7 @@ class Config:
 # flush runs every 2 s; a flush lock left by a flusher that lost Redis expires in 15 s.
 CATCH_UP_SECONDS = 30
 
-SHORT = Config(duration=20, concurrency=6, rpm_limit=20, token_budget=1500)
+SHORT = Config(duration=15, concurrency=6, rpm_limit=20, token_budget=1500)
 FULL = Config(duration=60, concurrency=16, rpm_limit=60, token_budget=6000)
 
 
