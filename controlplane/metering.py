@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
+from django.db.models import Q
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +131,23 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
         f"VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
     )
     ids = [row[0] for row in rows]
+    # A key's "last used": its newest request in the batch, never moved backwards (batches
+    # can arrive out of order). update(), not save(): no signal, no snapshot reload.
+    last_used: dict[int, float] = {}
+    for event in events:
+        key_id = event.get("api_key_id")
+        if key_id in keys:
+            last_used[key_id] = max(last_used.get(key_id, 0.0), float(event["created_at"]))
     with transaction.atomic():
         before = UsageRecord.objects.filter(request_id__in=ids).count()
         with connection.cursor() as cursor:
             cursor.executemany(sql, rows)
         after = UsageRecord.objects.filter(request_id__in=ids).count()
+        for key_id, at in last_used.items():
+            moment = datetime.fromtimestamp(at, UTC)
+            ApiKey.objects.filter(pk=key_id).filter(
+                Q(last_used_at__isnull=True) | Q(last_used_at__lt=moment)
+            ).update(last_used_at=moment)
     return after - before
 
 

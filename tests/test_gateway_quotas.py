@@ -17,7 +17,7 @@ from controlplane import metering
 from controlplane.gateway import quotas
 from controlplane.gateway.snapshot import QuotaLimits
 from controlplane.models import UsageRecord
-from tenants.models import Tenant
+from tenants.models import ApiKey, Tenant
 
 NOW = 1_800_000_030.0  # 30 s into a minute
 
@@ -220,6 +220,23 @@ def test_writing_the_same_request_twice_records_it_once(tenant_a: Tenant) -> Non
     assert metering.write_records(events) == 2
     assert metering.write_records(events) == 0
     assert UsageRecord.objects.filter(request_id="req_same").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_keys_last_use_is_its_newest_recorded_request_and_never_goes_back(
+    tenant_a: Tenant,
+) -> None:
+    key, _ = ApiKey.issue(tenant=tenant_a, name="used")
+    t = time.time()
+    metering.write_records(
+        [_event(tenant_a, "req_1", api_key_id=key.pk, created_at=t - 30),
+         _event(tenant_a, "req_2", api_key_id=key.pk, created_at=t - 10)]
+    )  # fmt: skip
+    key.refresh_from_db()
+    assert key.last_used_at is not None and abs(key.last_used_at.timestamp() - (t - 10)) < 0.01
+    metering.write_records([_event(tenant_a, "req_late", api_key_id=key.pk, created_at=t - 60)])
+    key.refresh_from_db()
+    assert abs(key.last_used_at.timestamp() - (t - 10)) < 0.01  # an older batch, flushed late
 
 
 @pytest.mark.django_db
