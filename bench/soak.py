@@ -82,24 +82,28 @@ def main() -> int:
                 time.sleep(SAMPLE_SECONDS)
 
         outcomes, _ = run_load(load, sample)
-        report(outcomes, samples, start, groups)
+        report(outcomes, samples, start, groups, duration)
     return 0
 
 
 def report(
     outcomes: list[Outcome], samples: list[tuple[float, dict[str, int]]], start: float,
-    groups: dict[str, int],
+    groups: dict[str, int], duration: float,
 ) -> None:  # fmt: skip
-    minutes = max(int((max(o.ended for o in outcomes) - start) // 60) + 1, 1) if outcomes else 1
-    print("\nLatency by minute (completed streams):")
+    minutes = max(int(duration // 60), 1)
+    print("\nLatency by minute (streams by the minute they ended in):")
     print("| minute | requests | errors | req/s | p50 latency | p95 latency | p50 TTFT |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for minute in range(minutes):
-        these = [o for o in outcomes if minute * 60 <= o.ended - start < (minute + 1) * 60]
+    for minute in range(minutes + 1):
+        low, high = minute * 60, (minute + 1) * 60 if minute < minutes else float("inf")
+        these = [o for o in outcomes if low <= o.ended - start < high]
         ok = [o for o in these if o.kind == "ok"]
         ttfts = [o.ttft for o in ok if o.ttft is not None]
+        # The last row: the streams still running when the load stopped, ending after it.
+        label = str(minute + 1) if minute < minutes else "drain"
+        rate = f"{len(these) / 60:.1f}" if minute < minutes else "-"
         print(
-            f"| {minute + 1} | {len(these)} | {len(these) - len(ok)} | {len(these) / 60:.1f} | "
+            f"| {label} | {len(these)} | {len(these) - len(ok)} | {rate} | "
             f"{percentile([o.latency for o in ok], 0.5):.2f}s | "
             f"{percentile([o.latency for o in ok], 0.95):.2f}s | {percentile(ttfts, 0.5):.3f}s |"
         )
