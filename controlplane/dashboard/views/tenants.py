@@ -192,10 +192,13 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def tenant_key(request: HttpRequest, slug: str, key_id: int) -> tuple[Tenant, ApiKey]:
+    # Objects first, role second (here and below): another tenant's object is 404 for every
+    # role, as for an id that does not exist; only one's own can be 403.
     who = actor(request)
     tenant = tenant_or_404(who, slug)
+    key = get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
     require_write(who)
-    return tenant, get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
+    return tenant, key
 
 
 @require_POST
@@ -270,10 +273,10 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     """Inline editing: htmx swaps one quota card between its view and its form."""
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    require_write(who)
     quota = get_object_or_404(
         Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
     )
+    require_write(who)
     if request.method == "GET":
         form = QuotaForm(instance=quota, tenant=tenant)
         context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
@@ -314,8 +317,8 @@ def quota_card(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
 def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    require_write(who)
     quota = get_object_or_404(Quota, tenant=tenant, pk=quota_id)
+    require_write(who)
     with transaction.atomic():
         record(request, "delete", quota)
         quota.delete()
@@ -349,10 +352,10 @@ def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
 def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)  # 404 first, as in tenant_update
-    require_platform_admin(who)
     grant = get_object_or_404(
         ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id
     )
+    require_platform_admin(who)
     with transaction.atomic():
         record(request, "revoke_grant", grant, {"model": grant.model.name})
         grant.delete()
