@@ -4,6 +4,10 @@ from django.contrib import admin
 
 from controlplane.admin_base import ReadOnlyAdmin
 from controlplane.models import AuditEvent, UsageRecord
+from controlplane.signin import AdminSignInForm
+
+# The admin's password sign-in counts failures like the dashboard's (controlplane/signin.py).
+admin.site.login_form = AdminSignInForm
 
 
 @admin.register(UsageRecord)

@@ -163,6 +163,12 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Failed password sign-ins allowed per username and per client address within a window, before
+# sign-in is refused (429) until the window ends; 0 disables that limit. Counted in the cache
+# (Redis with REDIS_URL, shared by every process). See docs/security.md.
+LOGIN_FAILURES_PER_USERNAME = env_int("LOGIN_FAILURES_PER_USERNAME", 5)
+LOGIN_FAILURES_PER_IP = env_int("LOGIN_FAILURES_PER_IP", 20)
+LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import django_filters
 from rest_framework import serializers
 
+from controlplane.api import UtcIsoDateTimeFilter
 from controlplane.api_base import NarrowedReadOnlyViewSet, TenantMembersRead
 from controlplane.models import AuditEvent, UsageRecord, UsageStatus
 
@@ -65,8 +66,8 @@ class UsageRecordFilter(django_filters.FilterSet):
     model = django_filters.NumberFilter(field_name="model_id")
     model_name = django_filters.CharFilter(field_name="model__name")
     status = django_filters.ChoiceFilter(choices=UsageStatus.choices)
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = UsageRecord
@@ -76,8 +77,8 @@ class UsageRecordFilter(django_filters.FilterSet):
 class AuditEventFilter(django_filters.FilterSet):
     tenant = django_filters.NumberFilter(field_name="tenant_id")
     actor = django_filters.NumberFilter(field_name="actor_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent

@@ -25,6 +25,18 @@ API_TOKEN_MARKER = "cpt-"  # noqa: S105 - a marker, not a secret
 NODE_CREDENTIAL_MARKER = "cpn-"
 
 
+class Plaintext(str):
+    """A secret's plaintext: itself wherever it is shown (str(), templates, JSON), but only its
+    prefix in a repr(). Django's template engine logs the whole context's repr at DEBUG when
+    a variable is missing, and the answer that shows a new key has it in its context: the
+    plaintext was in the log of any process running with LOG_LEVEL=DEBUG."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"'{self[: len(self) - SECRET_LENGTH]}…'"
+
+
 @dataclass(frozen=True)
 class NewSecret:
     plaintext: str
@@ -40,7 +52,7 @@ def keyed_hash(plaintext: str) -> str:
 def generate(marker: str) -> NewSecret:
     ident = "".join(secrets.choice(ALPHABET) for _ in range(IDENT_LENGTH))
     body = "".join(secrets.choice(ALPHABET) for _ in range(SECRET_LENGTH))
-    plaintext = f"{marker}{ident}{body}"
+    plaintext = Plaintext(f"{marker}{ident}{body}")
     return NewSecret(
         plaintext=plaintext, prefix=prefix_of(plaintext, marker), hashed=keyed_hash(plaintext)
     )

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from tenants.models import ApiToken, Membership, Role, Tenant
+from tests import scene as scenes
 
 
 @dataclass
@@ -56,3 +57,9 @@ def viewer_a(tenant_a: Tenant) -> Actor:
 @pytest.fixture
 def admin_b(tenant_b: Tenant) -> Actor:
     return make_actor("bob", Role.TENANT_ADMIN, tenant_b)
+
+
+@pytest.fixture
+def scene(tenant_a: Tenant, tenant_b: Tenant) -> scenes.Scene:
+    """One of everything, for two tenants (tests/scene.py)."""
+    return scenes.build(tenant_a, tenant_b)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.db import connection
@@ -122,3 +122,22 @@ def test_list_queries_do_not_grow_with_the_number_of_rows(
     with CaptureQueriesContext(connection) as many:
         assert platform_admin.client.get(url).status_code == 200
     assert len(many.captured_queries) == len(few.captured_queries), endpoint
+
+
+def test_a_date_filter_with_any_utc_offset_is_an_instant_never_a_server_error(
+    platform_admin: Actor, tenant_a: Tenant
+) -> None:
+    # Found by tests/test_api_fuzz.py: PostgreSQL refuses offsets beyond ±15:59, Python does not.
+    # 2026-01-01T20:00+20:00 is 2026-01-01T00:00Z: the record an hour later is after it.
+    record = factories.usage(tenant_a, created_at=timezone.datetime(2026, 1, 1, 1, tzinfo=UTC))
+    client = platform_admin.client
+    for url in ("/api/v1/usage-records/", "/api/v1/audit-events/"):
+        response = client.get(url, {"created_after": "2026-01-01T20:00:00+20:00"})
+        assert response.status_code == 200, response.data
+    assert ids(client.get("/api/v1/usage-records/", {"created_after": "2026-01-01T20:00+20:00"}))
+    assert record.pk in ids(
+        client.get("/api/v1/usage-records/", {"created_before": "2026-01-01T21:30+20:00"})
+    )
+    # An instant UTC cannot hold is a field error.
+    response = client.get("/api/v1/usage-records/", {"created_after": "9999-12-31T23:00-20:00"})
+    assert response.status_code == 400 and "created_after" in response.data

@@ -390,6 +390,30 @@ def test_a_bad_grace_period_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
     assert not ApiKey.objects.filter(rotated_from=key).exists()
 
 
+def test_a_key_is_rotated_once_and_an_expired_key_not_at_all(
+    admin_a: Any, tenant_a: Tenant
+) -> None:
+    # Found by tests/test_csrf.py: a second rotation of a key still in its grace period broke
+    # the one-successor constraint (an IntegrityError, a 500). The REST API refused it already.
+    key, _ = ApiKey.issue(tenant=tenant_a, name="prod")
+    expired, _ = ApiKey.issue(
+        tenant=tenant_a, name="old", expires_at=timezone.now() + timedelta(seconds=1)
+    )
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    client = browser(admin_a)
+    url = reverse("dashboard:key-rotate", args=["acme", key.pk])
+    assert htmx(client, "post", url, {"grace": "3600"}).status_code == 200
+    successor = ApiKey.objects.get(rotated_from=key)
+    again = htmx(client, "post", url, {"grace": "3600"})
+    assert again.status_code == 422
+    assert f"already rotated to {successor.prefix}" in again.content.decode()
+    response = htmx(
+        client, "post", reverse("dashboard:key-rotate", args=["acme", expired.pk]), {"grace": "0"}
+    )
+    assert response.status_code == 422 and "expired key cannot be rotated" in response.text
+    assert ApiKey.objects.filter(tenant=tenant_a).count() == 3
+
+
 def test_without_javascript_a_new_key_comes_back_on_the_full_page(
     admin_a: Any, tenant_a: Tenant
 ) -> None:

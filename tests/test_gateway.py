@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -559,3 +559,262 @@ def test_metrics_count_requests_tokens_and_workers(world: World) -> None:
     assert "gateway_time_to_first_token_seconds_bucket" in text
     ready = Worker.objects.filter(state=WorkerState.READY).count()
     assert f'controlplane_workers{{state="ready"}} {float(ready)}' in text
+
+
+# --- hostile input --------------------------------------------------------------------------
+# Whatever a client sends to /v1/, the answer is a 4xx with an OpenAI-shaped body
+# (`{"error": {"message", "type", "param", "code"}}`) and an x-request-id, never a 5xx. Metering
+# stays exact (docs/gateway.md): an authenticated request gets exactly one usage record under
+# the id the client saw (zero tokens and no worker when refused before any engine), an
+# unauthenticated one gets none, and no record appears for a request nobody made.
+
+
+@dataclass
+class Sent:
+    case: str
+    request_id: str
+    status: int
+    authenticated: bool  # refused before authentication (401) when false
+    reached_engine: bool
+
+
+def _hostile(
+    world: World,
+    case: str,
+    body: bytes | Any,
+    *,
+    path: str = "/v1/chat/completions",
+    headers: list[tuple[bytes, bytes]] | None = None,
+    status: int | tuple[int, ...] = 400,
+    param: str | bool | None = False,  # False: not checked
+    authenticated: bool = True,
+    reached_engine: bool = False,
+) -> Sent:
+    if headers is None:
+        headers = [
+            (b"authorization", f"Bearer {world.key}".encode()),
+            (b"content-type", b"application/json"),
+        ]
+    response = httpx.post(world.url(path), content=body, headers=headers, timeout=60)
+    expected = status if isinstance(status, tuple) else (status,)
+    assert response.status_code in expected, (case, response.status_code, response.text[:300])
+    assert 400 <= response.status_code < 500, case
+    answer = response.json()
+    assert set(answer) == {"error"}, (case, answer)
+    error = answer["error"]
+    assert set(error) == {"message", "type", "param", "code"}, (case, error)
+    assert isinstance(error["message"], str) and error["message"], case
+    if param is not False:
+        assert error["param"] == param, (case, error)
+    request_id = response.headers["x-request-id"]
+    assert request_id.startswith("req_"), case
+    return Sent(case, request_id, response.status_code, authenticated, reached_engine)
+
+
+def _check_metering(world: World, sent: list[Sent], since: float) -> None:
+    ids = [s.request_id for s in sent if s.authenticated]
+    records = wait_for_records(ids)
+    assert set(records) == set(ids), "an authenticated request without its usage record"
+    for s in sent:
+        if not s.authenticated:
+            continue
+        record = records[s.request_id]
+        assert record.status == UsageStatus.CLIENT_ERROR and record.http_status == s.status, s
+        assert record.tenant_id == world.acme.pk and record.completion_tokens == 0, s
+        if s.reached_engine:
+            assert record.worker_id == world.tiny_worker.pk, s
+        else:
+            assert record.worker_id is None and record.prompt_tokens == 0, s
+            assert record.cost == 0, s
+    # By now the gateway has settled every request above: none of the unauthenticated ones
+    # left a record, and every record of this stretch belongs to a request made here.
+    metering.flush_usage()
+    recent = set(
+        UsageRecord.objects.filter(
+            tenant__slug__startswith="gw-", created_at__gte=datetime.fromtimestamp(since, UTC)
+        ).values_list("request_id", flat=True)
+    )
+    assert recent == set(ids), (recent - set(ids), set(ids) - recent)
+    unauthenticated = [s.request_id for s in sent if not s.authenticated]
+    assert not UsageRecord.objects.filter(request_id__in=unauthenticated).exists()
+
+
+def test_malformed_or_mistyped_bodies_get_an_openai_error_never_a_5xx(world: World) -> None:
+    since = time.time()
+    deep = b'{"model": "gw-tiny", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    cases: list[tuple[str, bytes, str | None]] = [
+        ("malformed", b'{"model": "gw-tiny",', None),
+        ("empty", b"", None),
+        ("a string", b'"hello"', None),
+        ("null", b"null", None),
+        ("a number", b"42", None),
+        ("a list", b'[{"model": "gw-tiny"}]', None),
+        ("nested 100,000 deep", deep, None),
+        ("model a number", b'{"model": 7, "messages": []}', "model"),
+        ("model a list", b'{"model": ["gw-tiny"], "messages": []}', "model"),
+        ("model empty", b'{"model": "", "messages": []}', "model"),
+        ("model null", b'{"model": null, "messages": []}', "model"),
+        ("stream a string", b'{"model": "gw-tiny", "stream": "yes", "messages": []}', "stream"),
+        ("stream a number", b'{"model": "gw-tiny", "stream": 1, "messages": []}', "stream"),
+        (
+            "stream_options without stream",
+            b'{"model": "gw-tiny", "stream_options": {"include_usage": true}, "messages": []}',
+            "stream_options",
+        ),
+        ("user a number", b'{"model": "gw-tiny", "user": 5, "messages": []}', "user"),
+    ]
+    for name, value in [
+        ("negative", b"-1"),
+        ("zero", b"0"),
+        ("a fraction", b"1.5"),
+        ("a whole float", b"2.0"),
+        ("a string", b'"7"'),
+        ("a boolean", b"true"),
+        ("beyond 64 bits", b"1" + b"0" * 30),
+        ("2**63", str(2**63).encode()),
+    ]:
+        for field_name in ("max_tokens", "max_completion_tokens"):
+            body = b'{"model": "gw-tiny", "messages": [], "%s": %s}' % (field_name.encode(), value)
+            cases.append((f"{field_name} {name}", body, field_name))
+    sent = [_hostile(world, name, body, param=param) for name, body, param in cases]
+    _check_metering(world, sent, since)
+
+
+def test_values_only_the_engine_checks_are_its_400_passed_on_in_openai_shape(
+    world: World,
+) -> None:
+    since = time.time()
+    chat = "/v1/chat/completions"
+    cases: list[tuple[str, str, dict[str, Any]]] = [
+        ("messages a string", chat, {"messages": "hi"}),
+        ("a message without a role", chat, {"messages": [{"content": "x"}]}),
+        ("a message of a number role", chat, {"messages": [{"role": 5, "content": "x"}]}),
+        ("temperature a string", chat, {"temperature": "hot"}),
+        ("temperature negative", chat, {"temperature": -5}),
+        ("max_tokens beyond the context", chat, {"max_tokens": 10**6}),
+        ("max_tokens beyond the context, completions", "/v1/completions", {"max_tokens": 10**6}),
+        ("prompt a dict", "/v1/completions", {"prompt": {"a": 1}}),
+    ]
+    sent = []
+    for name, path, fields in cases:
+        body: dict[str, Any] = {"model": "gw-tiny", "max_tokens": 2}
+        if path == chat:
+            body["messages"] = [{"role": "user", "content": "hi"}]
+        else:
+            body["prompt"] = "hi"
+        body.update(fields)
+        sent.append(
+            _hostile(world, name, json.dumps(body).encode(), path=path, reached_engine=True)
+        )
+    _check_metering(world, sent, since)
+
+
+def test_unknown_models_huge_bodies_and_bad_bytes_get_an_openai_error(world: World) -> None:
+    since = time.time()
+    tiny = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    huge = json.dumps(
+        {"model": "gw-tiny", "messages": [{"role": "user", "content": "x" * (5 << 20)}]}
+    ).encode()
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the gateway counts as it reads
+        for _ in range(6):
+            yield b" " * (1 << 20)
+
+    sent = [
+        _hostile(
+            world, "unknown model", json.dumps({"model": "gw-nope", **tiny}).encode(), status=404
+        ),
+        _hostile(
+            world,
+            "another tenant's model",
+            json.dumps({"model": "gw-secret", **tiny}).encode(),
+            status=404,
+        ),
+        _hostile(
+            world,
+            "a model name of 100 kB",
+            json.dumps({"model": "m" * 100_000, **tiny}).encode(),
+            status=404,
+        ),
+        _hostile(world, "over the body limit", huge, status=413),
+        _hostile(world, "over the limit, chunked", chunks(), status=413),
+        _hostile(
+            world, "invalid UTF-8 in a string", b'{"model": "gw-tiny\xff\xfe", "messages": []}'
+        ),
+        _hostile(world, "invalid UTF-8 only", b"\xff\xfe\xfd"),
+        _hostile(world, "UTF-16 with a BOM", '{"model": "gw-tiny"}'.encode("utf-16")),
+        _hostile(world, "a NUL byte", b'{"model": "gw-tiny\x00", "messages": []}'),
+    ]
+    _check_metering(world, sent, since)
+
+
+def test_header_abuse_gets_an_openai_error_never_a_5xx(world: World) -> None:
+    since = time.time()
+    body = json.dumps(
+        {"model": "gw-tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    ).encode()
+    key = world.key.encode()
+    json_type = (b"content-type", b"application/json")
+    unauthenticated: list[tuple[str, list[tuple[bytes, bytes]]]] = [
+        ("no Authorization", [json_type]),
+        ("a huge Authorization", [(b"authorization", b"Bearer " + b"k" * 16_000), json_type]),
+        (
+            "a huge key-shaped one",
+            [(b"authorization", b"Bearer sk-cp-" + b"k" * 16_000), json_type],
+        ),
+        ("no Bearer prefix", [(b"authorization", key), json_type]),
+        ("Basic instead", [(b"authorization", b"Basic " + key), json_type]),
+        ("Bearer and nothing", [(b"authorization", b"Bearer"), json_type]),
+        ("non-ASCII bytes", [(b"authorization", b"Bearer sk-cp-\xc3\xa9\xff\xfe"), json_type]),
+        (
+            "the key twice",
+            [(b"authorization", b"Bearer " + key), (b"authorization", b"Bearer " + key), json_type],
+        ),
+        (
+            "a good and a bad",
+            [
+                (b"authorization", b"Bearer " + key),
+                (b"authorization", b"Bearer sk-cp-x"),
+                json_type,
+            ],
+        ),
+        (
+            "a bad and a good",
+            [
+                (b"authorization", b"Bearer sk-cp-x"),
+                (b"authorization", b"Bearer " + key),
+                json_type,
+            ],
+        ),
+    ]
+    sent = [
+        _hostile(world, name, body, headers=headers, status=401, authenticated=False)
+        for name, headers in unauthenticated
+    ]
+    auth = (b"authorization", b"Bearer " + key)
+    for name, content_type in [
+        ("text/plain", b"text/plain"),
+        ("a form", b"application/x-www-form-urlencoded"),
+        ("multipart", b"multipart/form-data; boundary=x"),
+        ("non-ASCII", b"application/j\xc3\xa9son"),
+    ]:
+        sent.append(
+            _hostile(
+                world,
+                f"Content-Type {name}",
+                body,
+                headers=[auth, (b"content-type", content_type)],
+                status=415,
+            )
+        )
+    _check_metering(world, sent, since)
+
+
+def test_json_content_types_and_none_at_all_are_accepted(world: World) -> None:
+    # The engine (FastAPI) parses JSON under these, and so does the gateway.
+    body = json.dumps({"model": "gw-tiny", "prompt": "x", "max_tokens": 1}).encode()
+    auth = (b"authorization", f"Bearer {world.key}".encode())
+    for content_type in (None, b"application/json; charset=utf-8", b"application/vnd.x+json"):
+        headers = [auth] + ([(b"content-type", content_type)] if content_type else [])
+        response = httpx.post(world.url("/v1/completions"), content=body, headers=headers)
+        assert response.status_code == 200, (content_type, response.text)

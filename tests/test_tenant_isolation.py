@@ -123,3 +123,27 @@ def test_audit_events_of_a_tenants_keys_are_visible_to_it_alone(
     trail_b = admin_b.client.get("/api/v1/audit-events/", {"object_type": "tenants.ApiKey"})
     assert [row["object_id"] for row in trail_a.data["results"]] == [str(created.data["id"])]
     assert trail_b.data["count"] == 0
+
+
+def test_an_inference_key_or_a_node_credential_is_no_token_for_the_rest_api(
+    tenant_a: Tenant, admin_a: Actor
+) -> None:
+    # Three kinds of secret, three doors: a key of tenant A (sk-cp-) opens only /v1/, a node
+    # credential (cpn-) only the agent API, an API token (cpt-) only /api/v1/.
+    from rest_framework.test import APIClient
+
+    from nodes import credentials
+    from tenants.models import ApiKey
+
+    _, key = ApiKey.issue(tenant=tenant_a, name="inference")
+    credential = credentials.issue(factories.node())
+    for secret in (key, credential):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        for url in ("/api/v1/tenants/", "/api/v1/api-keys/", "/api/v1/usage-records/"):
+            assert client.get(url).status_code == 401, (secret[:6], url)
+        assert client.post("/api/v1/api-keys/", {"name": "x"}, format="json").status_code == 401
+    token_client = APIClient()
+    token_client.credentials(HTTP_AUTHORIZATION=f"Bearer {admin_a.token}")
+    assert token_client.get("/api/agent/v1/workers").status_code in (401, 403)
+    assert tenant_a.api_keys.count() == 1

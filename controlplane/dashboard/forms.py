@@ -301,7 +301,7 @@ class DeploymentScaleForm(forms.ModelForm):
 
 
 class UsageFilterForm(forms.Form):
-    """Usage filters; tenant choices are narrowed to what the actor may see."""
+    """Usage filters; tenant and model choices are narrowed to what the actor may see."""
 
     start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
@@ -315,9 +315,10 @@ class UsageFilterForm(forms.Form):
     DEFAULT_DAYS = 7
     MAX_DAYS = 366
 
-    def __init__(self, *args: Any, tenants: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tenants: Any, models: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["tenant"].queryset = tenants  # type: ignore[attr-defined]
+        self.fields["model"].queryset = models  # type: ignore[attr-defined]
 
     @classmethod
     def default_range(cls) -> dict[str, str]:

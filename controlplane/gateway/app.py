@@ -59,6 +59,8 @@ ENDPOINTS = {
     "/v1/embeddings": "embeddings",
 }
 JSON = b"application/json"
+# Larger than any model's context; what a 32-bit engine field and the quota counters hold.
+MAX_TOKENS_LIMIT = 2**31 - 1
 USAGE_MARK = b'"usage":{'
 
 
@@ -341,7 +343,11 @@ class Gateway:
         return None
 
     async def _authenticate(self, scope: Scope) -> KeyEntry:
-        raw = self._header(scope, b"authorization")
+        sent = [value for key, value in scope["headers"] if key == b"authorization"]
+        if len(sent) > 1:
+            # Which one counts would depend on who reads it (a proxy, us): refuse both.
+            raise errors.unauthorized("Send exactly one Authorization header.")
+        raw = bytes(sent[0]) if sent else None
         if not raw:
             raise errors.unauthorized(
                 "You didn't provide an API key. Send it as `Authorization: Bearer <key>`."
@@ -378,6 +384,25 @@ class Gateway:
         self.keys = snapshot
         return entry
 
+    def _check_content_type(self, scope: Scope) -> None:
+        """JSON, or no Content-Type at all: what the engines (FastAPI) parse as JSON too.
+
+        Anything else (a form, text/plain) was parsed as JSON regardless; now it is a 415.
+        """
+        raw = self._header(scope, b"content-type")
+        if raw is None:
+            return
+        media_type = raw.split(b";", 1)[0].strip().lower()
+        if media_type == JSON or (
+            media_type.startswith(b"application/") and media_type.endswith(b"+json")
+        ):
+            return
+        raise GatewayError(
+            415,
+            "Send the request body as JSON, with `Content-Type: application/json`.",
+            code="unsupported_media_type",
+        )
+
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         length = self._header(scope, b"content-length")
         too_large = length is not None and length.isdigit() and int(length) > self.max_body
@@ -408,9 +433,17 @@ class Gateway:
     @staticmethod
     def _parse(body: bytes, endpoint: str) -> dict[str, Any]:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            # UTF-8 only (RFC 8259), as the engines expect; json.loads(bytes) would also guess
+            # UTF-16 and UTF-32.
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise errors.bad_request(f"The request body is not valid UTF-8: {exc}") from exc
+        try:
+            payload = json.loads(text)
+        except ValueError as exc:
             raise errors.bad_request(f"The request body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:  # `[[[[…` nested deeper than the parser goes: was a 500
+            raise errors.bad_request("The request body is nested too deeply.") from exc
         if not isinstance(payload, dict):
             raise errors.bad_request("The request body must be a JSON object.")
         model = payload.get("model")
@@ -422,9 +455,15 @@ class Gateway:
         for name in ("max_tokens", "max_completion_tokens"):
             value = payload.get(name)
             if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 1
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= MAX_TOKENS_LIMIT
             ):
-                raise errors.bad_request(f"`{name}` must be a positive integer.", name)
+                # Bounded: a 100-digit number is no model's context, and quota counters (Redis
+                # integers) and engines (64-bit) cannot hold it.
+                raise errors.bad_request(
+                    f"`{name}` must be a positive integer of at most {MAX_TOKENS_LIMIT}.", name
+                )
         options = payload.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise errors.bad_request("`stream_options` must be an object.", "stream_options")
@@ -514,6 +553,7 @@ class Gateway:
         metrics.IN_FLIGHT.inc()
         try:
             try:
+                self._check_content_type(scope)
                 body = await self._read_body(scope, receive)
                 payload = self._parse(body, endpoint)
                 name = payload["model"]

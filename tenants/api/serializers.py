@@ -126,7 +126,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
     )
     status = serializers.CharField(read_only=True, help_text="active, expired or revoked")
     created_by: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
-        slug_field="username", read_only=True
+        slug_field="username", read_only=True, allow_null=True
     )
 
     class Meta:

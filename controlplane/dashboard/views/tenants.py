@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,6 +22,7 @@ from controlplane.dashboard.access import (
     member_view,
     platform_admin_view,
     record,
+    require_platform_admin,
     require_write,
     respond,
     tenant_or_404,
@@ -132,9 +133,13 @@ def tenant_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-@platform_admin_view
+@member_view
 def tenant_update(request: HttpRequest, slug: str) -> HttpResponse:
-    tenant = tenant_or_404(actor(request), slug)
+    # Looked up first: another tenant's page is 404 for everyone but platform admins, as on
+    # the REST API; only then is one's own tenant's settings page refused (403) to members.
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)
+    require_platform_admin(who)
     form = TenantSettingsForm(request.POST, instance=tenant)
     if not form.is_valid():
         context = tenant_context(request, tenant, settings_form=form)
@@ -187,10 +192,13 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def tenant_key(request: HttpRequest, slug: str, key_id: int) -> tuple[Tenant, ApiKey]:
+    # Objects first, role second (here and below): another tenant's object is 404 for every
+    # role, as for an id that does not exist; only one's own can be 403.
     who = actor(request)
     tenant = tenant_or_404(who, slug)
+    key = get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
     require_write(who)
-    return tenant, get_object_or_404(ApiKey, tenant=tenant, pk=key_id)
+    return tenant, key
 
 
 @require_POST
@@ -209,18 +217,31 @@ def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
 def key_rotate(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     tenant, key = tenant_key(request, slug, key_id)
     form = RotateForm(request.POST)
+    # The same rules as the REST API's rotate: a key has at most one successor (a unique
+    # constraint: rotating twice was an IntegrityError, a 500), and only a usable key rotates.
+    successor = ApiKey.objects.filter(rotated_from=key).first()
     if key.revoked_at is not None:
         form.add_error(None, "A revoked key cannot be rotated.")
+    elif key.status == "expired":
+        form.add_error(None, "An expired key cannot be rotated: create a new key instead.")
+    elif successor is not None:
+        form.add_error(
+            None, f"This key was already rotated to {successor.prefix}: rotate that one."
+        )
     if not form.is_valid():
         return keys_response(request, tenant, 422, rotate_form=form)
-    with transaction.atomic():
-        successor, plaintext = key.rotate(grace=form.grace_period(), created_by=request.user)
-        record(
-            request,
-            "rotate",
-            key,
-            {"successor": successor.prefix, "old_key_expires_at": key.expires_at},
-        )
+    try:
+        with transaction.atomic():
+            successor, plaintext = key.rotate(grace=form.grace_period(), created_by=request.user)
+            record(
+                request,
+                "rotate",
+                key,
+                {"successor": successor.prefix, "old_key_expires_at": key.expires_at},
+            )
+    except IntegrityError:  # rotated by someone else in the meantime
+        form.add_error(None, "This key was just rotated by someone else: reload the page.")
+        return keys_response(request, tenant, 422, rotate_form=form)
     return keys_response(request, tenant, new_key={"key": successor, "plaintext": plaintext})
 
 
@@ -252,10 +273,10 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     """Inline editing: htmx swaps one quota card between its view and its form."""
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    require_write(who)
     quota = get_object_or_404(
         Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
     )
+    require_write(who)
     if request.method == "GET":
         form = QuotaForm(instance=quota, tenant=tenant)
         context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
@@ -296,8 +317,8 @@ def quota_card(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
 def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    require_write(who)
     quota = get_object_or_404(Quota, tenant=tenant, pk=quota_id)
+    require_write(who)
     with transaction.atomic():
         record(request, "delete", quota)
         quota.delete()
@@ -312,9 +333,11 @@ def grants_response(
 
 
 @require_POST
-@platform_admin_view
+@member_view
 def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
-    tenant = tenant_or_404(actor(request), slug)
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)  # 404 first, as in tenant_update
+    require_platform_admin(who)
     form = GrantForm(request.POST, tenant=tenant)
     if not form.is_valid():
         return grants_response(request, tenant, 422, grant_form=form)
@@ -325,12 +348,14 @@ def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @require_POST
-@platform_admin_view
+@member_view
 def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse:
-    tenant = tenant_or_404(actor(request), slug)
+    who = actor(request)
+    tenant = tenant_or_404(who, slug)  # 404 first, as in tenant_update
     grant = get_object_or_404(
         ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id
     )
+    require_platform_admin(who)
     with transaction.atomic():
         record(request, "revoke_grant", grant, {"model": grant.model.name})
         grant.delete()

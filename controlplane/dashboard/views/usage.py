@@ -20,6 +20,7 @@ from controlplane.dashboard.access import (
 )
 from controlplane.dashboard.forms import UsageFilterForm
 from controlplane.models import AuditEvent, UsageRecord
+from models_registry.models import Model
 
 # The table shows this many rows; the CSV has them all.
 TABLE_ROWS = 500
@@ -31,6 +32,19 @@ def visible_usage(request: HttpRequest) -> QuerySet[UsageRecord]:
     if who.is_platform_admin:
         return UsageRecord.objects.all()
     return UsageRecord.objects.filter(tenant_id=own_tenant_id(who))
+
+
+def filter_models(request: HttpRequest) -> QuerySet[Model]:
+    """The models a member may filter by: its tenant's granted ones and the ones in its usage.
+
+    Not every model: the choices would name models that only other tenants are granted.
+    """
+    who = actor(request)
+    models = Model.objects.order_by("name")
+    if who.is_platform_admin:
+        return models
+    tenant_id = own_tenant_id(who)
+    return models.filter(Q(grants__tenant_id=tenant_id) | Q(usage__tenant_id=tenant_id)).distinct()
 
 
 def report_for(request: HttpRequest, form: UsageFilterForm) -> metrics.UsageReport:
@@ -52,6 +66,7 @@ def usage(request: HttpRequest) -> HttpResponse:
     form = UsageFilterForm(
         request.GET or UsageFilterForm.default_range(),
         tenants=visible_tenants(actor(request)),
+        models=filter_models(request),
     )
     if not form.is_valid():
         return respond(
@@ -73,7 +88,9 @@ def usage(request: HttpRequest) -> HttpResponse:
 @require_GET
 @member_view
 def usage_csv(request: HttpRequest) -> HttpResponse:
-    form = UsageFilterForm(request.GET, tenants=visible_tenants(actor(request)))
+    form = UsageFilterForm(
+        request.GET, tenants=visible_tenants(actor(request)), models=filter_models(request)
+    )
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(map(str, v))}" for k, v in form.errors.items())
         return HttpResponse(f"Bad filters: {errors}\n", status=400, content_type="text/plain")
