@@ -427,10 +427,10 @@ def test_without_javascript_a_new_key_comes_back_on_the_full_page(
 
 
 def test_without_javascript_a_quota_is_edited_on_its_own_page(
-    admin_a: Any, tenant_a: Tenant
+    platform_admin: Any, tenant_a: Tenant
 ) -> None:
     quota = Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
-    client = browser(admin_a)
+    client = browser(platform_admin)
     page = client.get(reverse("dashboard:quota-edit", args=["acme", quota.pk]))
     assert (
         "<html" in page.content.decode() and 'name="requests_per_minute"' in page.content.decode()
@@ -473,8 +473,8 @@ def test_a_tenant_member_sees_only_granted_models(
 # --- quotas and grants -------------------------------------------------------------------
 
 
-def test_a_quota_is_created_and_edited_inline(admin_a: Any, tenant_a: Tenant) -> None:
-    client = browser(admin_a)
+def test_a_quota_is_created_and_edited_inline(platform_admin: Any, tenant_a: Tenant) -> None:
+    client = browser(platform_admin)
     created = htmx(
         client,
         "post",
@@ -507,11 +507,11 @@ def test_a_quota_is_created_and_edited_inline(admin_a: Any, tenant_a: Tenant) ->
     ],
 )
 def test_a_bad_quota_value_is_an_error_beside_its_field(
-    admin_a: Any, tenant_a: Tenant, field: str, value: str, message: str
+    platform_admin: Any, tenant_a: Tenant, field: str, value: str, message: str
 ) -> None:
     quota = Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
     response = htmx(
-        browser(admin_a),
+        browser(platform_admin),
         "post",
         reverse("dashboard:quota-edit", args=["acme", quota.pk]),
         {field: value},
@@ -528,10 +528,10 @@ def test_a_bad_quota_value_is_an_error_beside_its_field(
 
 
 def test_a_quota_for_an_ungranted_model_is_an_error(
-    admin_a: Any, tenant_a: Tenant, chat_model: Model
+    platform_admin: Any, tenant_a: Tenant, chat_model: Model
 ) -> None:
     response = htmx(
-        browser(admin_a),
+        browser(platform_admin),
         "post",
         reverse("dashboard:quota-create", args=["acme"]),
         {"model": chat_model.pk, "requests_per_minute": "5"},
@@ -541,10 +541,12 @@ def test_a_quota_for_an_ungranted_model_is_an_error(
     assert not Quota.objects.exists()
 
 
-def test_a_second_quota_for_the_same_scope_is_an_error(admin_a: Any, tenant_a: Tenant) -> None:
+def test_a_second_quota_for_the_same_scope_is_an_error(
+    platform_admin: Any, tenant_a: Tenant
+) -> None:
     Quota.objects.create(tenant=tenant_a, requests_per_minute=10)
     response = htmx(
-        browser(admin_a),
+        browser(platform_admin),
         "post",
         reverse("dashboard:quota-create", args=["acme"]),
         {"tokens_per_day": "1000"},
@@ -554,10 +556,32 @@ def test_a_second_quota_for_the_same_scope_is_an_error(admin_a: Any, tenant_a: T
     assert Quota.objects.count() == 1
 
 
-def test_a_quota_needs_at_least_one_limit(admin_a: Any) -> None:
-    response = htmx(browser(admin_a), "post", reverse("dashboard:quota-create", args=["acme"]), {})
+def test_a_quota_needs_at_least_one_limit(platform_admin: Any, tenant_a: Tenant) -> None:
+    client = browser(platform_admin)
+    response = htmx(client, "post", reverse("dashboard:quota-create", args=["acme"]), {})
     assert response.status_code == 422
     assert "Set at least one limit" in response.content.decode()
+
+
+def test_a_tenant_admin_reads_its_quotas_and_cannot_lift_them(
+    admin_a: Any, tenant_a: Tenant
+) -> None:
+    """Quotas are the platform's limits on a tenant; the REST API rules the same."""
+    quota = Quota.objects.create(tenant=tenant_a, cost_per_day=Decimal("10"))
+    client = browser(admin_a)
+    page = client.get(reverse("dashboard:tenant", args=["acme"])).content.decode()
+    assert f'id="quota-{quota.pk}"' in page  # it is shown...
+    assert reverse("dashboard:quota-edit", args=["acme", quota.pk]) not in page  # ...read-only
+    assert reverse("dashboard:quota-create", args=["acme"]) not in page
+    for name, args, data in [
+        ("quota-create", ["acme"], {"requests_per_minute": "1"}),
+        ("quota-edit", ["acme", quota.pk], {"cost_per_day": ""}),
+        ("quota-delete", ["acme", quota.pk], {}),
+    ]:
+        assert (
+            htmx(client, "post", reverse(f"dashboard:{name}", args=args), data).status_code == 403
+        )
+    assert list(Quota.objects.values_list("cost_per_day", flat=True)) == [Decimal("10")]
 
 
 def test_a_platform_admin_grants_a_model(

@@ -257,7 +257,8 @@ def quotas_response(
 def quota_create(request: HttpRequest, slug: str) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)
-    require_write(who)
+    # Quotas are the platform's limits on a tenant: its own admin reads them, cannot lift them.
+    require_platform_admin(who)
     form = QuotaForm(request.POST, tenant=tenant)
     if not form.is_valid():
         return quotas_response(request, tenant, 422, quota_form=form)
@@ -276,14 +277,15 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     quota = get_object_or_404(
         Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
     )
-    require_write(who)
+    # Quotas are the platform's limits on a tenant: its own admin reads them, cannot lift them.
+    require_platform_admin(who)
     if request.method == "GET":
         form = QuotaForm(instance=quota, tenant=tenant)
-        context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
+        context = {"tenant": tenant, "quota": quota, "form": form, "is_platform_admin": True}
         return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context)
     form = QuotaForm(request.POST, instance=quota, tenant=tenant)
     if not form.is_valid():
-        context = {"tenant": tenant, "quota": quota, "form": form, "can_write": True}
+        context = {"tenant": tenant, "quota": quota, "form": form, "is_platform_admin": True}
         return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context, 422)
     with transaction.atomic():
         changes = changed_fields(form)
@@ -293,7 +295,9 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
         return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
     quota = Quota.objects.select_related("api_key", "model").get(pk=quota.pk)
     return render(
-        request, "htmx/quota_card.html", {"tenant": tenant, "quota": quota, "can_write": True}
+        request,
+        "htmx/quota_card.html",
+        {"tenant": tenant, "quota": quota, "is_platform_admin": True},
     )
 
 
@@ -306,7 +310,7 @@ def quota_card(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
     quota = get_object_or_404(
         Quota.objects.select_related("api_key", "model"), tenant=tenant, pk=quota_id
     )
-    context = {"tenant": tenant, "quota": quota, "can_write": who.can_write_tenant}
+    context = {"tenant": tenant, "quota": quota, "is_platform_admin": who.is_platform_admin}
     if not is_partial(request):
         return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
     return render(request, "htmx/quota_card.html", context)
@@ -318,7 +322,8 @@ def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse
     who = actor(request)
     tenant = tenant_or_404(who, slug)
     quota = get_object_or_404(Quota, tenant=tenant, pk=quota_id)
-    require_write(who)
+    # Quotas are the platform's limits on a tenant: its own admin reads them, cannot lift them.
+    require_platform_admin(who)
     with transaction.atomic():
         record(request, "delete", quota)
         quota.delete()
