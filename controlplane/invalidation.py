@@ -5,7 +5,8 @@ gateway process subscribes and drops or reloads the matching cache. With Redis t
 goes through pub/sub on CHANNEL, so every replica hears it within milliseconds; without Redis
 (the embedded, single-process mode) listeners registered in this process are called directly.
 
-Message: JSON {"kind": "keys" | "routes" | "quotas", "id": <optional object id>}.
+Message: JSON {"kind": "keys" | "routes" | "quotas", "id": <optional object id>,
+"source": <its model label or null>, "gone": <true when it can no longer be used>}.
 """
 
 from __future__ import annotations
@@ -42,11 +43,17 @@ def _redis() -> Any:
     return _redis_client
 
 
-def publish(kind: str, object_id: int | str | None = None) -> None:
-    """Publish after the current transaction commits, so readers see the new state."""
+def publish(
+    kind: str, object_id: int | str | None = None, source: str | None = None, gone: bool = False
+) -> None:
+    """Publish after the current transaction commits, so readers see the new state.
+
+    `source` names the changed object's model, `gone` says it can no longer be used (a revoked
+    key, a suspended tenant): gateways act on that at once, before their reload.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown invalidation kind {kind!r}")
-    message = {"kind": kind, "id": object_id}
+    message = {"kind": kind, "id": object_id, "source": source, "gone": gone}
     transaction.on_commit(lambda: _deliver(message))
 
 

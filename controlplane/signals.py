@@ -23,8 +23,20 @@ WATCHED = {
 
 
 def _changed(sender: Any, instance: Any, **kwargs: Any) -> None:
-    for kind in WATCHED.get(sender._meta.label, ()):
-        publish(kind, instance.pk)
+    label = sender._meta.label
+    for kind in WATCHED.get(label, ()):
+        publish(kind, instance.pk, source=label, gone=_gone(instance, kwargs.get("signal")))
+
+
+def _gone(instance: Any, signal: Any) -> bool:
+    """Whether a key (or a whole tenant's keys) can no longer be used: gateways then drop it
+    at once instead of waiting for their snapshot to reload."""
+    label = instance._meta.label
+    if label not in ("tenants.ApiKey", "tenants.Tenant"):
+        return False
+    if signal is post_delete:
+        return True
+    return instance.revoked_at is not None if label == "tenants.ApiKey" else not instance.active
 
 
 def connect() -> None:

@@ -197,9 +197,26 @@ class Gateway:
         # Called from whichever thread committed the change.
         if self.stopping or self.loop is None or self.loop.is_closed():
             return
-        event = self.stale.get(str(message.get("kind")))
+        self.loop.call_soon_threadsafe(self._invalidated, message)
+
+    def _invalidated(self, message: dict[str, Any]) -> None:
+        """(On the event loop.) Mark the snapshot stale; a key that can no longer be used (or
+        every key of a suspended tenant) is dropped from it at once, so a revocation takes
+        effect in milliseconds, not after a reload that a busy database can slow down."""
+        kind = message.get("kind")
+        field = {"tenants.ApiKey": "key_id", "tenants.Tenant": "tenant_id"}.get(
+            str(message.get("source"))
+        )
+        if kind == "keys" and message.get("gone") and field and message.get("id") is not None:
+            gone = message["id"]
+            kept = {p: e for p, e in self.keys.by_prefix.items() if getattr(e, field) != gone}
+            if len(kept) != len(self.keys.by_prefix):
+                # A request with it now misses the snapshot and is looked up in the
+                # database, where it is revoked: 401.
+                self.keys = KeySnapshot(by_prefix=kept)
+        event = self.stale.get(str(kind))
         if event is not None:
-            self.loop.call_soon_threadsafe(event.set)
+            event.set()
 
     async def _refresh_loop(self, kind: str) -> None:
         event = self.stale[kind]
@@ -229,11 +246,11 @@ class Gateway:
                     if message.get("type") != "message":
                         continue
                     try:
-                        kind = json.loads(message["data"]).get("kind")
-                    except (ValueError, AttributeError):
+                        payload = json.loads(message["data"])
+                    except ValueError:
                         continue
-                    if kind in self.stale:
-                        self.stale[kind].set()
+                    if isinstance(payload, dict):
+                        self._invalidated(payload)
             except asyncio.CancelledError:
                 await client.aclose()
                 raise
