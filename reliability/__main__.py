@@ -29,7 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.list:
         for name, scenario in SCENARIOS.items():
-            print(f"{name:18} {(scenario.__doc__ or '').strip().splitlines()[0]}")
+            summary = (scenario.__doc__ or "").strip().split("\n", 1)[0]
+            print(f"{name:18} {summary}")
         return 0
     config = SHORT if args.short else FULL
     names = args.only or list(SCENARIOS)

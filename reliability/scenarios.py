@@ -172,6 +172,17 @@ def tokens_match(row: Row, stack: Stack, before: float, records: list[Any]) -> N
               metered == counted)  # fmt: skip
 
 
+def unnoticed(
+    row: Row, stack: Stack, tenant: Any, outcomes: list[Outcome], engine_tokens_before: float
+) -> None:
+    """What a fault no client should notice must keep: no error, every request recorded once,
+    and exactly the tokens the engines counted."""
+    tally(row, outcomes)
+    row.check("no client saw an error", row.errors == 0)
+    records = account(row, tenant, outcomes)
+    tokens_match(row, stack, engine_tokens_before, records)
+
+
 def streaming_load(key: str, cfg: Config) -> Load:
     return Load(gateways(), key, MODEL, cfg.concurrency, stop_at=time.time() + cfg.duration)
 
@@ -243,10 +254,7 @@ def agent_kill(stack: Stack, cfg: Config) -> Row:
         row.recovery = time.time() - restarted
 
     outcomes, _ = run_load(load, fault)
-    tally(row, outcomes)
-    row.check("no client saw an error", row.errors == 0)
-    records = account(row, tenant, outcomes)
-    tokens_match(row, stack, before, records)
+    unnoticed(row, stack, tenant, outcomes, before)
     engines = engine_processes([NODES["rel-a"]])
     leaders = {pgid for _pid, pgid, _cmd in engines}
     after = next((w for w in db(stack.ready_workers) if w.node.name == "rel-a"), None)
@@ -281,10 +289,7 @@ def restart_service(
                 row.recovery = time.time() - back
 
         outcomes, _ = run_load(load, fault)
-        tally(row, outcomes)
-        row.check("no client saw an error", row.errors == 0)
-        records = account(row, tenant, outcomes)
-        tokens_match(row, stack, before, records)
+        unnoticed(row, stack, tenant, outcomes, before)
         row.check(
             f"usage caught up within {CATCH_UP_SECONDS}s of the restart",
             row.recovery is not None and row.recovery <= CATCH_UP_SECONDS,
@@ -295,10 +300,12 @@ def restart_service(
 
 
 def redis_restart(stack: Stack, cfg: Config) -> Row:
+    """Restart Redis (SHUTDOWN, then start) under streamed load."""
     return restart_service("Redis", stack.stop_redis, stack.start_redis)(stack, cfg)
 
 
 def postgres_restart(stack: Stack, cfg: Config) -> Row:
+    """Restart PostgreSQL (pg_ctl stop -m fast, then start) under streamed load."""
     return restart_service(
         "PostgreSQL", lambda: stack.pg_ctl("stop"), lambda: stack.pg_ctl("start")
     )(stack, cfg)
@@ -371,8 +378,10 @@ def quota_requests(stack: Stack, cfg: Config) -> Row:
 
 
 def quota_tokens(stack: Stack, cfg: Config) -> Row:
-    """A token budget, hammered through both gateways at once: the overshoot is at most one
-    request's reservation (the gateway reserves a bound of the prompt plus max_tokens)."""
+    """A daily token budget, hammered through both gateways at once.
+
+    The overshoot must be at most one request's reservation (the gateway reserves a bound of
+    the prompt plus max_tokens)."""
     from controlplane.gateway.quotas import prompt_token_bound
 
     budget = cfg.token_budget

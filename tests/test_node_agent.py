@@ -27,6 +27,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from pytest_django.live_server_helper import LiveServer
 
+from models_registry.management.commands.register_runtime import CPU_ENVIRONMENT
 from models_registry.models import EngineRuntime, Model, ModelVersion, VersionState
 from nodes import credentials
 from nodes.agent.supervisor import group_members
@@ -158,11 +159,7 @@ def stack(
                 name="vllm-cpu-test",
                 version="0.32.0",
                 python_path=str(ENGINE_PYTHON),
-                environment={
-                    "HF_HUB_OFFLINE": "1",
-                    "VLLM_NO_USAGE_STATS": "1",
-                    "VLLM_CPU_KVCACHE_SPACE": "1",
-                },
+                environment=dict(CPU_ENVIRONMENT),
             )
             # A runtime whose python has no vLLM: every start fails at once (crash loop).
             broken = EngineRuntime.objects.create(

@@ -28,6 +28,7 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from controlplane.models import UsageRecord
+from models_registry.management.commands.register_runtime import CPU_ENVIRONMENT
 from models_registry.models import EngineRuntime, Model, ModelVersion, VersionState
 from nodes import credentials
 from nodes.models import Node, Worker
@@ -58,11 +59,7 @@ def scene(transactional_db: None) -> dict[str, Any]:
         name="vllm-cpu-e2e",
         version="0.32.0",
         python_path=str(ENGINE_PYTHON),
-        environment={
-            "HF_HUB_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-        },
+        environment=dict(CPU_ENVIRONMENT),
     )
     model = Model.objects.create(name="tiny-llama", description="The tiny chat model")
     version = ModelVersion.objects.create(
