@@ -180,6 +180,11 @@ class FakeEngine:
                 return web.json_response({"error": {"message": "boom"}}, status=500)
             if model.endswith("-slow"):
                 await asyncio.sleep(5)
+            if model.endswith("-drop") and port == self.ports[-1]:
+                # The connection drops before any answer: an engine that just died.
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response()
             if model.endswith("-die"):
                 # Two chunks of a stream, then the connection drops: an engine killed mid-way.
                 stream = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -38,7 +38,7 @@ from tests.gateway_support import EmbeddedGateway, Engine, FakeEngine, embedding
 pytestmark = pytest.mark.vllm
 
 TINY_PORT, EMBED_PORT, GATEWAY_PORT = 8201, 8202, 8260
-FAKE_PORTS, DEAD_PORT = [8261, 8262, 8263, 8264], 8259
+FAKE_PORTS, DEAD_PORT = [8261, 8262, 8263, 8264, 8265], 8259
 
 
 @dataclass
@@ -124,6 +124,12 @@ def world(
         _worker(
             fakes["retry"][1], Node.objects.create(name="gw-dead", address="127.0.0.1"), DEAD_PORT
         )
+        # The drop model: one worker that answers, one that drops connections unanswered.
+        drop_model, drop_version = _model("gw-fake-drop", runtime)
+        drop = Deployment.objects.create(name="gw-fake-drop", model_version=drop_version)
+        _worker(drop, Node.objects.create(name="gw-drops", address="127.0.0.1"), FAKE_PORTS[4])
+        _worker(drop, Node.objects.create(name="gw-answers", address="127.0.0.1"), FAKE_PORTS[2])
+        ModelGrant.objects.create(tenant=acme, model=drop_model)
         for model in (tiny, embed, idle, *(m for m, _ in fakes.values())):
             ModelGrant.objects.create(tenant=acme, model=model)
         ModelGrant.objects.create(tenant=globex, model=secret)
@@ -424,6 +430,18 @@ def test_it_retries_on_another_worker_when_a_connection_fails(world: World) -> N
         )
         assert answer.choices[0].message.content == "ok"
     assert world.fake.hits[FAKE_PORTS[2]] >= 8
+
+
+def test_it_retries_elsewhere_when_a_worker_drops_the_connection_unanswered(
+    world: World,
+) -> None:
+    client = world.client()
+    for _ in range(8):  # the dropping worker is picked first about half of the time
+        answer = client.chat.completions.create(
+            model="gw-fake-drop", messages=[{"role": "user", "content": "x"}]
+        )
+        assert answer.choices[0].message.content == "ok"
+    assert world.fake.hits[FAKE_PORTS[4]] >= 1  # it was tried, and dropped
 
 
 def test_a_stream_whose_engine_dies_ends_with_an_error_event(world: World) -> None:

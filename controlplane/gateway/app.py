@@ -774,6 +774,21 @@ class Gateway:
                     continue
                 except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                     raise errors.gateway_timeout("The engine did not answer in time.") from exc
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # The connection dropped before any answer: a pooled keep-alive
+                    # connection to an engine that just died (kill -9 showed it). The client
+                    # has seen nothing and nothing is billed, so another worker takes it.
+                    if attempt == 0:
+                        logger.warning(
+                            "worker %s dropped the connection before answering (%s); "
+                            "retrying elsewhere",
+                            upstream.worker_id,
+                            exc.__class__.__name__,
+                        )
+                        continue
+                    raise errors.bad_gateway(
+                        f"The engine failed: {exc.__class__.__name__}."
+                    ) from exc
                 except aiohttp.ClientError as exc:
                     raise errors.bad_gateway(
                         f"The engine failed: {exc.__class__.__name__}."
