@@ -59,23 +59,22 @@ def main() -> int:
     args = parser.parse_args()
 
     with running_stack(ROOT / "var" / "soak", keep=False) as stack:
-        from reliability.scenarios import make_tenant
+        from reliability.scenarios import gateways, make_tenant
 
         _, _, key = make_tenant("soak")
         groups = {name: p.pid for name, p in stack.processes.items() if p.alive()}
         for worker in stack.ready_workers():
             groups[f"engine-{worker.node.name}"] = worker.pid
-        gateways = {name: f"http://127.0.0.1:{stack_port}" for name, stack_port in
-                    (("gateway-a", 8411), ("gateway-b", 8412))}  # fmt: skip
         duration = args.minutes * 60
-        load = Load(gateways, key, MODEL, args.streams, max_tokens=args.max_tokens)
-        load.stop_at = time.time() + duration
+        load = Load(gateways(), key, MODEL, args.streams, max_tokens=args.max_tokens)
+        stop_at = time.time() + duration
+        load.stop_at = stop_at
         samples: list[tuple[float, dict[str, int]]] = []
         start = time.time()
         say(f"soak: {args.streams} streams for {args.minutes:g} min; sampling every 10 s")
 
         def sample() -> None:
-            while time.time() < load.stop_at if load.stop_at else False:
+            while time.time() < stop_at:
                 samples.append((time.time() - start, {n: group_rss(g) for n, g in groups.items()}))
                 done = len(load.outcomes)
                 say(f"  {time.time() - start:5.0f}s  {done} requests done")
