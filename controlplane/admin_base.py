@@ -10,7 +10,7 @@ from django.forms import ModelForm
 from django.http import HttpRequest
 
 from controlplane import audit
-from controlplane.api_base import diff, snapshot
+from controlplane.api.viewsets import diff, snapshot
 
 
 class AuditedAdmin(admin.ModelAdmin):

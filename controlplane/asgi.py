@@ -17,7 +17,7 @@ from django.core.asgi import get_asgi_application
 
 django_application = get_asgi_application()
 
-from controlplane.gateway.app import Gateway  # noqa: E402
+from gateway.app import Gateway  # noqa: E402
 
 gateway = Gateway()
 

@@ -116,6 +116,8 @@ INSTALLED_APPS = [
     "tenants",
     "models_registry",
     "nodes",
+    "metering",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -222,17 +224,17 @@ REST_FRAMEWORK = {
         "tenants.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.IsPlatformAdmin"],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.api.permissions.IsPlatformAdmin"],
     "DEFAULT_FILTER_BACKENDS": [
         "django_filters.rest_framework.DjangoFilterBackend",
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "controlplane.api.Pagination",
+    "DEFAULT_PAGINATION_CLASS": "controlplane.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
-    "EXCEPTION_HANDLER": "controlplane.api.exception_handler",
+    "EXCEPTION_HANDLER": "controlplane.api.exceptions.exception_handler",
 }
 
 SPECTACULAR_SETTINGS = {
@@ -276,9 +278,9 @@ SPECTACULAR_SETTINGS.update(
 )
 
 # --- Dashboard ---------------------------------------------------------------------------
-# Every page's navigation follows the viewer's role (controlplane/dashboard/context.py).
+# Every page's navigation follows the viewer's role (dashboard/context.py).
 TEMPLATES[0]["OPTIONS"]["context_processors"].append(  # type: ignore[index]
-    "controlplane.dashboard.context.dashboard"
+    "dashboard.context.dashboard"
 )
 
 # --- Nodes: node agent API, scheduler ----------------------------------------------------
@@ -318,7 +320,7 @@ GATEWAY_DISCONNECT_DRAIN_SECONDS = float(os.environ.get("GATEWAY_DISCONNECT_DRAI
 # separate Celery worker (eager mode), the gateway process flushes the buffer itself.
 USAGE_FLUSH_BATCH_SIZE = env_int("USAGE_FLUSH_BATCH_SIZE", 500)
 USAGE_FLUSH_IN_PROCESS = env_bool("USAGE_FLUSH_IN_PROCESS", CELERY_TASK_ALWAYS_EAGER)
-CELERY_BEAT_SCHEDULE["flush-usage"] = {"task": "controlplane.tasks.flush_usage", "schedule": 2.0}
+CELERY_BEAT_SCHEDULE["flush-usage"] = {"task": "metering.tasks.flush_usage", "schedule": 2.0}
 # `/metrics` needs `Authorization: Bearer <this>` when set; unset, it answers only clients on
 # loopback or private addresses (it names tenants, so it must not face the internet).
 GATEWAY_METRICS_TOKEN = os.environ.get("GATEWAY_METRICS_TOKEN", "")

@@ -12,9 +12,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/login/", signin.SignInView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("api/v1/", include("controlplane.api_urls")),
+    path("api/v1/", include("controlplane.api.urls")),
     path("api/agent/v1/", include("nodes.agent_api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("controlplane.dashboard.urls")),
+    path("", include("dashboard.urls")),
 ]

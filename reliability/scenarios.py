@@ -382,7 +382,7 @@ def quota_tokens(stack: Stack, cfg: Config) -> Row:
 
     The overshoot must be at most one request's reservation (the gateway reserves a bound of
     the prompt plus max_tokens)."""
-    from controlplane.gateway.quotas import prompt_token_bound
+    from gateway.quotas import prompt_token_bound
 
     budget = cfg.token_budget
     row = Row(f"quota: {budget} tokens/day across both gateways")

@@ -22,7 +22,7 @@ import pytest
 from django.test import Client
 from django.urls import resolve, reverse
 
-from controlplane.dashboard import urls as dashboard_urls
+from dashboard import urls as dashboard_urls
 from tests.conftest import Actor
 from tests.scene import Scene, database_state
 

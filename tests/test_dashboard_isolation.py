@@ -1,7 +1,7 @@
 """The tenant-isolation matrix over every dashboard route (the REST API's is in
 test_tenant_isolation.py).
 
-For each route of controlplane/dashboard/urls.py, with tenant B's objects (or the fleet's) in
+For each route of dashboard/urls.py, with tenant B's objects (or the fleet's) in
 its URL: tenant A's admin and A's viewer get 404 for every object of B, for every method the
 route answers (its existence is not revealed: the same answer as for an id that does not
 exist), 403 for the fleet (no tenant's, so refusing reveals nothing), and lists leave B out;
@@ -21,7 +21,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from controlplane.dashboard import urls as dashboard_urls
+from dashboard import urls as dashboard_urls
 from tenants.models import Tenant
 from tests.conftest import Actor
 from tests.scene import Scene, database_state

@@ -19,8 +19,8 @@ from django.db import connection
 from django.test.utils import setup_databases, teardown_databases
 from django.utils import timezone
 
-from controlplane import metering
 from controlplane.models import UsageRecord, UsageStatus
+from metering import buffer as metering
 from models_registry.models import (
     EngineRuntime,
     Model,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from controlplane import metering
-from controlplane.gateway import quotas
-from controlplane.gateway.snapshot import QuotaLimits
 from controlplane.models import UsageRecord
+from gateway import quotas
+from gateway.snapshot import QuotaLimits
+from metering import buffer as metering
 from tenants.models import ApiKey, Tenant
 
 NOW = 1_800_000_030.0  # 30 s into a minute

@@ -10,7 +10,7 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from controlplane.api_urls import router
+from controlplane.api.urls import router
 
 pytestmark = pytest.mark.django_db
 

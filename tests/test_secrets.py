@@ -21,7 +21,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from controlplane.api_urls import router
+from controlplane.api.urls import router
 from nodes.secrets import worker_api_key
 from tenants.models import ApiKey, ApiToken
 from tests.conftest import Actor

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from controlplane.api_base import AuditedModelViewSet, TenantMembersRead
+from controlplane.api.permissions import IsPlatformAdmin, TenantMembersRead
+from controlplane.api.viewsets import AuditedModelViewSet
 from models_registry.api import filters, serializers
 from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion
-from tenants.permissions import IsPlatformAdmin
 
 
 class EngineRuntimeViewSet(AuditedModelViewSet):

@@ -10,11 +10,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from controlplane.api_base import AuditedModelViewSet, snapshot
+from controlplane.api.permissions import IsPlatformAdmin
+from controlplane.api.viewsets import AuditedModelViewSet, snapshot
 from nodes import credentials
 from nodes.api import filters, serializers
 from nodes.models import Deployment, Gpu, Node, Worker
-from tenants.permissions import IsPlatformAdmin
 
 
 class NodeViewSet(AuditedModelViewSet):

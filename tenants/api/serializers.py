@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
 from rest_framework import serializers
 
-from controlplane.api_base import TenantField, default_tenant
+from controlplane.api.serializers import TenantField, default_tenant
 from models_registry.models import Model, ModelGrant
 from tenants.models import ApiKey, ApiToken, Membership, Quota, Role, Tenant
 

@@ -14,13 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
-from controlplane.api_base import (
-    AuditedModelViewSet,
-    HasRole,
-    TenantAdminsWrite,
-    TenantMembersRead,
-    snapshot,
-)
+from controlplane.api.permissions import HasRole, TenantAdminsWrite, TenantMembersRead
+from controlplane.api.viewsets import AuditedModelViewSet, snapshot
 from tenants.api import filters, serializers
 from tenants.api import schema as _schema  # noqa: F401 - registers the token scheme for OpenAPI
 from tenants.models import ApiKey, ApiToken, Quota, Tenant

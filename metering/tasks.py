@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane import metering
+from metering import buffer as metering
 
 
 @shared_task

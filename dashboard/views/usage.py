@@ -10,16 +10,16 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from controlplane.dashboard import metrics
-from controlplane.dashboard.access import (
+from controlplane.models import AuditEvent, UsageRecord
+from dashboard import figures
+from dashboard.access import (
     actor,
     member_view,
     own_tenant_id,
     respond,
     visible_tenants,
 )
-from controlplane.dashboard.forms import UsageFilterForm
-from controlplane.models import AuditEvent, UsageRecord
+from dashboard.forms import UsageFilterForm
 from models_registry.models import Model
 
 # The table shows this many rows; the CSV has them all.
@@ -47,16 +47,16 @@ def filter_models(request: HttpRequest) -> QuerySet[Model]:
     return models.filter(Q(grants__tenant_id=tenant_id) | Q(usage__tenant_id=tenant_id)).distinct()
 
 
-def report_for(request: HttpRequest, form: UsageFilterForm) -> metrics.UsageReport:
+def report_for(request: HttpRequest, form: UsageFilterForm) -> figures.UsageReport:
     data = form.cleaned_data
-    usage = metrics.filtered_usage(
+    usage = figures.filtered_usage(
         visible_usage(request),
         start=data["start"],
         end=data["end"],
         tenant=data.get("tenant"),
         model=data.get("model"),
     )
-    return metrics.usage_report(usage, start=data["start"], end=data["end"])
+    return figures.usage_report(usage, start=data["start"], end=data["end"])
 
 
 @require_GET
@@ -99,8 +99,8 @@ def usage_csv(request: HttpRequest) -> HttpResponse:
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="usage-{start}-{end}.csv"'
     writer = csv.writer(response)
-    writer.writerow(metrics.CSV_HEADER)
-    writer.writerows(metrics.csv_rows(report))
+    writer.writerow(figures.CSV_HEADER)
+    writer.writerows(figures.csv_rows(report))
     return response
 
 

@@ -16,11 +16,10 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import QuerySet
-from rest_framework import permissions, serializers, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 
 from controlplane import audit
-from tenants.models import Tenant
 from tenants.roles import Actor, actor_of
 
 # Field names never copied into an audit event's `changes`.
@@ -134,95 +133,3 @@ class NarrowedReadOnlyViewSet(TenantNarrowedMixin, viewsets.ReadOnlyModelViewSet
     def get_queryset(self) -> QuerySet[Any]:
         queryset = super().get_queryset()
         return self.narrow_to_tenant(queryset) if self.tenant_scoped else queryset
-
-
-def allowed_tenants(request: Request) -> QuerySet[Tenant]:
-    """The tenants the requesting actor may write to: all for platform admins, its own
-    for a tenant admin. A serializer's `tenant` field uses this, so that naming another
-    tenant is a field error ("object does not exist"), never a cross-tenant write."""
-    actor = actor_of(request.user)
-    if actor.is_platform_admin:
-        return Tenant.objects.all()
-    if actor.tenant is None:
-        return Tenant.objects.none()
-    return Tenant.objects.filter(pk=actor.tenant.pk)
-
-
-class TenantField(serializers.PrimaryKeyRelatedField[Tenant]):
-    """A tenant chosen by id, limited to the tenants the actor may write to."""
-
-    def get_queryset(self) -> QuerySet[Tenant]:
-        request = self.context.get("request")
-        if request is None:
-            return Tenant.objects.none()
-        return allowed_tenants(request)
-
-
-def default_tenant(serializer: serializers.Serializer[Any], attrs: dict[str, Any]) -> Tenant:
-    """The tenant a new tenant-owned object belongs to: the one given, else the actor's own."""
-    tenant = attrs.get("tenant")
-    if tenant is None and serializer.instance is not None:
-        tenant = serializer.instance.tenant
-    if tenant is None:
-        request = serializer.context.get("request")
-        actor = actor_of(request.user) if request is not None else None
-        tenant = actor.tenant if actor is not None else None
-    if tenant is None:
-        raise serializers.ValidationError({"tenant": "This field is required."})
-    return tenant
-
-
-class HasRole(permissions.BasePermission):
-    """Anyone with a role (platform admin, tenant admin or viewer), for what is their own."""
-
-    message = "Your user has no role: ask a platform admin for one."
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        return actor_of(request.user).role is not None
-
-
-def _is_detail_route(view: Any) -> bool:
-    lookup = getattr(view, "lookup_url_kwarg", None) or getattr(view, "lookup_field", "pk")
-    return lookup in getattr(view, "kwargs", {})
-
-
-class _TenantObjectPermission(permissions.BasePermission):
-    """Tenant-scoped access where a write to a single object is judged *after* the
-    tenant-narrowed lookup: another tenant's object is then 404 for every method, exactly
-    as for reads, and only one's own objects can be 403."""
-
-    message = "Your role does not allow this."
-
-    def may_write(self, actor: Actor) -> bool:
-        raise NotImplementedError
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        actor = actor_of(request.user)
-        if actor.role is None:
-            return False
-        if request.method in permissions.SAFE_METHODS or self.may_write(actor):
-            return True
-        return _is_detail_route(view)
-
-    def has_object_permission(self, request: Request, view: Any, obj: Any) -> bool:
-        if request.method in permissions.SAFE_METHODS:
-            return True
-        return self.may_write(actor_of(request.user))
-
-
-class TenantMembersRead(_TenantObjectPermission):
-    """Tenant members read their tenant's objects; only platform admins write."""
-
-    message = "Only a platform admin can change this."
-
-    def may_write(self, actor: Actor) -> bool:
-        return actor.is_platform_admin
-
-
-class TenantAdminsWrite(_TenantObjectPermission):
-    """Tenant members read their tenant's objects; tenant admins (and platform admins) write."""
-
-    message = "Your role (viewer) is read-only."
-
-    def may_write(self, actor: Actor) -> bool:
-        return actor.can_write_tenant

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from controlplane.dashboard import metrics
-from controlplane.dashboard.access import actor, member_view, own_tenant_id, respond
 from controlplane.models import UsageRecord
+from dashboard import figures
+from dashboard.access import actor, member_view, own_tenant_id, respond
 from nodes.models import Deployment, DesiredState
 
 
@@ -14,7 +14,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     context: dict[str, object] = {}
     if who.is_platform_admin:
-        context["fleet"] = metrics.overview()
+        context["fleet"] = figures.overview()
         context["unschedulable"] = list(
             Deployment.objects.filter(desired_state=DesiredState.RUNNING)
             .exclude(unschedulable_reason="")
@@ -22,7 +22,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         )
     else:
         context["tenant"] = who.tenant
-        context["traffic"] = metrics.traffic(
+        context["traffic"] = figures.traffic(
             UsageRecord.objects.filter(tenant_id=own_tenant_id(who))
         )
     return respond(request, "dashboard/overview.html", "htmx/overview_stats.html", context)

@@ -14,8 +14,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from controlplane.dashboard import logs
-from controlplane.dashboard.access import (
+from dashboard import logs
+from dashboard.access import (
     actor,
     changed_fields,
     is_partial,
@@ -25,7 +25,7 @@ from controlplane.dashboard.access import (
     record,
     respond,
 )
-from controlplane.dashboard.forms import (
+from dashboard.forms import (
     DeploymentForm,
     DeploymentScaleForm,
     ModelForm,
@@ -33,7 +33,7 @@ from controlplane.dashboard.forms import (
     RuntimeForm,
     VersionStateForm,
 )
-from controlplane.dashboard.views.tenants import redirect_after_save
+from dashboard.views.tenants import redirect_after_save
 from models_registry.models import EngineRuntime, Model, ModelVersion
 from nodes.models import (
     ACTIVE_WORKER_STATES,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controlplane.gateway.snapshot import QuotaLimits, QuotaSnapshot
+from gateway.snapshot import QuotaLimits, QuotaSnapshot
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ and hands it to a buffer:
 
 - with Redis (production): the event is pushed onto the list USAGE_LIST_KEY in the same Lua
   round trip that settles the request's quotas. `flush_redis` (the Celery task
-  `controlplane.tasks.flush_usage`, on a beat schedule) moves a batch onto USAGE_PROCESSING_KEY
+  `metering.tasks.flush_usage`, on a beat schedule) moves a batch onto USAGE_PROCESSING_KEY
   atomically, inserts it, and only then deletes it. A flusher that dies mid-way leaves the batch
   in the processing list, which the next flush inserts again; the unique request_id (insert
   ignoring conflicts) makes that repeat harmless. So events are never lost and never doubled,

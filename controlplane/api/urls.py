@@ -2,7 +2,8 @@
 
 from rest_framework.routers import DefaultRouter
 
-from controlplane.usage_api import AuditEventViewSet, UsageRecordViewSet
+from controlplane.api.audit import AuditEventViewSet
+from metering.api import UsageRecordViewSet
 from models_registry.api import views as registry
 from nodes.api import views as nodes
 from tenants.api import views as tenants

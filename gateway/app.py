@@ -3,7 +3,7 @@
 No Django request machinery on the hot path: keys, routes and quotas come from in-memory
 snapshots (snapshot.py) refreshed in threads; admission is one Redis round trip (quotas.py);
 the engine is reached through one shared aiohttp session; and the usage event rides the
-settlement round trip into the metering buffer (controlplane/metering.py).
+settlement round trip into the metering buffer (metering/buffer.py).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import aiohttp
 from django.conf import settings
 from django.db import connections
 
-from controlplane import invalidation, metering, metrics
-from controlplane.gateway import errors, quotas
-from controlplane.gateway.errors import GatewayError
-from controlplane.gateway.snapshot import (
+from controlplane import invalidation
+from gateway import errors, metrics, quotas
+from gateway.errors import GatewayError
+from gateway.snapshot import (
     COST_UNIT,
     DeploymentRoute,
     KeyEntry,
@@ -43,6 +43,7 @@ from controlplane.gateway.snapshot import (
     load_quotas,
     load_routes,
 )
+from metering import buffer as metering
 from tenants import keys as key_format
 
 logger = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from controlplane.dashboard import metrics
-from controlplane.dashboard.access import (
+from controlplane.models import UsageRecord
+from dashboard import figures
+from dashboard.access import (
     actor,
     changed_fields,
     is_partial,
@@ -28,7 +29,7 @@ from controlplane.dashboard.access import (
     tenant_or_404,
     visible_tenants,
 )
-from controlplane.dashboard.forms import (
+from dashboard.forms import (
     ApiKeyForm,
     GrantForm,
     QuotaForm,
@@ -36,7 +37,6 @@ from controlplane.dashboard.forms import (
     TenantForm,
     TenantSettingsForm,
 )
-from controlplane.models import UsageRecord
 from models_registry.models import ModelGrant
 from tenants.models import ApiKey, Quota, Tenant
 
@@ -62,7 +62,7 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
         # A subquery, not a join: joining usage would multiply the counts above.
         cost_today=Subquery(
             UsageRecord.objects.filter(
-                tenant=OuterRef("pk"), created_at__gte=metrics.start_of_today()
+                tenant=OuterRef("pk"), created_at__gte=figures.start_of_today()
             )
             .values("tenant")
             .annotate(total=Sum("cost"))
@@ -113,7 +113,7 @@ def tenant_context(request: HttpRequest, tenant: Tenant, **overrides: Any) -> di
         "keys": keys,
         "quotas": quotas,
         "grants": grants,
-        "traffic": metrics.traffic(usage),
+        "traffic": figures.traffic(usage),
         "key_form": ApiKeyForm(tenant=tenant),
         "rotate_form": RotateForm(),
         "quota_form": QuotaForm(tenant=tenant),

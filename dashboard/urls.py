@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from controlplane.dashboard.views import fleet, overview, tenants, usage
+from dashboard.views import fleet, overview, tenants, usage
 
 app_name = "dashboard"
 

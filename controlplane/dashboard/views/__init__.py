@@ -1,1 +1,0 @@
-"""The dashboard's views, one module per area; `controlplane/dashboard/urls.py` maps them."""
