@@ -14,7 +14,7 @@ from controlplane.api.viewsets import diff, snapshot
 
 
 class AuditedAdmin(admin.ModelAdmin):
-    """Records adds, changes and deletes made in the Django admin (via="ui")."""
+    """Records adds, changes and deletes made in the Django admin (via="admin")."""
 
     def save_model(
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
@@ -39,7 +39,7 @@ class AuditedAdmin(admin.ModelAdmin):
         changes = diff(before, after) if before else after
         audit.record(
             actor=request.user,
-            via="ui",
+            via="admin",
             action=action,
             obj=obj,
             changes=changes,

@@ -81,16 +81,24 @@ class UsageRecord(models.Model):
         return self.prompt_tokens + self.completion_tokens
 
 
+class AuditVia(models.TextChoices):
+    """The face a change came through. One value per face, so that the trail tells them apart."""
+
+    API = "api", "REST API"
+    DASHBOARD = "dashboard", "Dashboard"
+    ADMIN = "admin", "Django admin"
+    CLI = "cli", "Command line"
+    SYSTEM = "system", "System"
+
+
 class AuditEvent(models.Model):
-    """Who changed what, and when, through the dashboard or the API."""
+    """Who changed what, and when, through which face (see controlplane/audit.py)."""
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     actor_repr = models.CharField(max_length=200, help_text="The actor as it was at the time.")
-    via = models.CharField(
-        max_length=16, choices=[("ui", "Dashboard"), ("api", "REST API"), ("system", "System")]
-    )
+    via = models.CharField(max_length=16, choices=AuditVia.choices)
     action = models.CharField(max_length=64)
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=64, blank=True)

@@ -92,7 +92,7 @@ def record(
     """Every change made through the dashboard leaves an audit event."""
     audit.record(
         actor=request.user,
-        via="ui",
+        via="dashboard",
         action=action,
         obj=obj,
         changes=changes,

@@ -40,7 +40,7 @@ class NodeAdmin(AuditedAdmin):
     def issue_credential(self, request: HttpRequest, queryset: Any) -> None:
         for node in queryset:
             plaintext = credentials.issue(node)
-            self.audit_event(request, "rotate-credential", node, None)
+            self.audit_event(request, "rotate", node, None)
             messages.warning(
                 request, f"Credential of {node.name}: {plaintext} — shown only this once."
             )

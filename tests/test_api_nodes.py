@@ -50,7 +50,7 @@ def test_rotating_a_node_credential_replaces_the_old_one(platform_admin: Actor) 
     trail = json.dumps(list(AuditEvent.objects.values("changes")))
     assert created["credential"] not in trail and response.data["credential"] not in trail
     assert node.credential_hash not in trail
-    assert AuditEvent.objects.filter(action="rotate-credential", object_id=str(node.pk)).exists()
+    assert AuditEvent.objects.filter(action="rotate", object_id=str(node.pk)).exists()
 
 
 def test_a_workers_engine_key_is_never_in_the_api_or_the_logs(

@@ -264,7 +264,7 @@ def test_a_platform_admin_creates_a_tenant_and_it_is_audited(platform_admin: Any
     assert response["HX-Redirect"] == reverse("dashboard:tenant", args=["initech"])
     tenant = Tenant.objects.get(slug="initech")
     event = AuditEvent.objects.get(action="create", object_type="tenants.Tenant")
-    assert (event.via, event.actor, event.tenant) == ("ui", platform_admin.user, tenant)
+    assert (event.via, event.actor, event.tenant) == ("dashboard", platform_admin.user, tenant)
 
 
 def test_it_shows_field_errors_for_a_bad_tenant(platform_admin: Any, tenant_a: Tenant) -> None:
@@ -355,7 +355,9 @@ def test_revoking_a_key_stops_it_and_is_audited(admin_a: Any, tenant_a: Tenant) 
     assert response.status_code == 200
     assert "Revoked" in response.content.decode()
     assert ApiKey.authenticate(plaintext) is None
-    assert AuditEvent.objects.filter(action="revoke", object_id=str(key.pk), via="ui").exists()
+    assert AuditEvent.objects.filter(
+        action="revoke", object_id=str(key.pk), via="dashboard"
+    ).exists()
 
 
 def test_rotating_a_key_shows_the_successor_once_and_keeps_the_old_one_for_the_grace(
@@ -978,7 +980,7 @@ def grow_audit(n: int) -> None:
     AuditEvent.objects.bulk_create(
         AuditEvent(
             actor_repr="root",
-            via="ui",
+            via="dashboard",
             action="update",
             object_type="tenants.Tenant",
             object_repr=f"t{i}",

@@ -362,6 +362,6 @@ def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse
     )
     require_platform_admin(who)
     with transaction.atomic():
-        record(request, "revoke_grant", grant, {"model": grant.model.name})
+        record(request, "ungrant", grant, {"model": grant.model.name})
         grant.delete()
     return grants_response(request, tenant)

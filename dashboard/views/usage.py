@@ -10,7 +10,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from controlplane.models import AuditEvent, UsageRecord
+from controlplane.models import AuditEvent, AuditVia, UsageRecord
 from dashboard import figures
 from dashboard.access import (
     actor,
@@ -120,7 +120,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
             | Q(object_type__icontains=query)
             | Q(action__icontains=query)
         )
-    if via in {"ui", "api", "system"}:
+    if via in AuditVia.values:
         events = events.filter(via=via)
     page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
     for event in page.object_list:

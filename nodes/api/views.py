@@ -50,7 +50,7 @@ class NodeViewSet(AuditedModelViewSet):
         node = self.get_object()
         with transaction.atomic():
             plaintext = credentials.issue(node)
-            self.audit("rotate-credential", node, {"credential_prefix": node.credential_prefix})
+            self.audit("rotate", node, {"credential_prefix": node.credential_prefix})
         node._plaintext = plaintext
         return Response(
             serializers.NodeCreatedSerializer(node, context=self.get_serializer_context()).data

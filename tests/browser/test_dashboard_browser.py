@@ -289,7 +289,7 @@ def add_history(tenants: dict[str, Tenant], deployments: dict[str, Deployment]) 
         ),
         (
             "priya",
-            "ui",
+            "dashboard",
             "rotate",
             ApiKey.objects.get(tenant=tenants["globex"]),
             {"successor": "sk-cp-Xb81…"},
