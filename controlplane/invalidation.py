@@ -11,6 +11,7 @@ Message: JSON {"kind": "keys" | "routes" | "quotas", "id": <optional object id>,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -32,6 +33,12 @@ _redis_client: Any = None
 def add_local_listener(listener: Listener) -> None:
     """Register an in-process listener (the gateway does, whatever the mode)."""
     _local_listeners.append(listener)
+
+
+def remove_local_listener(listener: Listener) -> None:
+    """Unregister one (a gateway that shuts down; several start and stop in tests)."""
+    with contextlib.suppress(ValueError):
+        _local_listeners.remove(listener)
 
 
 def _redis() -> Any:

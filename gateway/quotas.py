@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.snapshot import QuotaLimits, QuotaSnapshot
+from tenants.scopes import QuotaScope, counter_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ class Admission:
     requests: tuple[int, int, float] | None = None
     tokens: tuple[int, int, float] | None = None
     unavailable: bool = False  # Redis down and the policy refuses
-
-
-class QuotaUnavailable(Exception):
-    pass
 
 
 # Tokens the chat template may add around each message, and around the whole prompt
@@ -105,26 +102,13 @@ def _text_bound(value: Any) -> int:
 def applicable(
     snapshot: QuotaSnapshot, tenant_id: int, key_id: int, model_id: int
 ) -> list[QuotaLimits]:
+    """The quotas a request of this key and model must pass: at most one per scope."""
     found = []
-    for scope in (
-        (tenant_id, None, None),
-        (tenant_id, key_id, None),
-        (tenant_id, None, model_id),
-        (tenant_id, key_id, model_id),
-    ):
-        limits = snapshot.by_scope.get(scope)
+    for scope in QuotaScope:
+        limits = snapshot.by_scope.get((tenant_id, *scope.ids_for(key_id, model_id)))
         if limits is not None:
             found.append(limits)
     return found
-
-
-def scope_name(limits: QuotaLimits, tenant_id: int, key_id: int, model_id: int) -> str:
-    return {
-        "tenant": f"t{tenant_id}",
-        "key": f"t{tenant_id}:k{key_id}",
-        "model": f"t{tenant_id}:m{model_id}",
-        "key+model": f"t{tenant_id}:k{key_id}:m{model_id}",
-    }[limits.scope]
 
 
 def _next_month(now: datetime) -> datetime:
@@ -144,6 +128,38 @@ def _calendar_windows(minute: int) -> tuple[str, float, str, float]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """How one limit field of a quota becomes a check."""
+
+    field: str  # the QuotaLimits field holding the limit
+    kind: str  # the check's name in refusals and metrics
+    suffix: str  # of the counter's key
+    window: str  # "minute", "day", "month", or "lease" (concurrency: no window)
+    measures: str  # "requests" (one per request), "tokens" or "cost" (reserved, then settled)
+    ttl: int  # seconds the counter outlives its window's start
+    budget: bool  # a budget (refused with insufficient_quota, fail-closed by default)
+
+
+LIMITS = (
+    Limit("requests_per_minute", "requests", "rpm", "minute", "requests", 120, budget=False),
+    Limit("tokens_per_minute", "tokens", "tpm", "minute", "tokens", 120, budget=False),
+    Limit(
+        "concurrent_requests",
+        "concurrency",
+        "conc",
+        "lease",
+        "requests",
+        CONCURRENCY_LEASE_SECONDS,
+        budget=False,
+    ),
+    Limit("tokens_per_day", "tokens_per_day", "tpd", "day", "tokens", 2 * 86400, budget=True),
+    Limit("tokens_per_month", "tokens_per_month", "tpmo", "month", "tokens", 32 * 86400, True),
+    Limit("cost_per_day", "cost_per_day", "cpd", "day", "cost", 2 * 86400, budget=True),
+    Limit("cost_per_month", "cost_per_month", "cpmo", "month", "cost", 32 * 86400, budget=True),
+)
+
+
 def build_checks(
     quotas: Sequence[QuotaLimits],
     *,
@@ -154,106 +170,37 @@ def build_checks(
     reserve_cost: int,
     now: float,
 ) -> list[Check]:
-    checks: list[Check] = []
+    """One check per limit set, for every quota that applies, in LIMITS' order."""
     minute = int(now // 60)
-    minute_reset = (minute + 1) * 60.0
-    day_key, day_reset, month_key, month_reset = _calendar_windows(int(now // 60))
+    day_key, day_reset, month_key, month_reset = _calendar_windows(minute)
+    # window -> (the counter key's window part, when the window resets)
+    windows = {
+        "minute": (f":{minute}", (minute + 1) * 60.0),
+        "day": (f":{day_key}", day_reset),
+        "month": (f":{month_key}", month_reset),
+        "lease": ("", now + 1),
+    }
+    increments = {"requests": 1, "tokens": reserve_tokens, "cost": reserve_cost}
+    checks: list[Check] = []
     for limits in quotas:
-        base = "cpq:" + scope_name(limits, tenant_id, key_id, model_id)
-        if limits.requests_per_minute is not None:
+        scope_ids = limits.scope.ids_for(key_id, model_id)
+        base = "cpq:" + counter_name(tenant_id, *scope_ids)
+        for spec in LIMITS:
+            limit = getattr(limits, spec.field)
+            if limit is None:
+                continue
+            window, reset_at = windows[spec.window]
             checks.append(
                 Check(
-                    f"{base}:rpm:{minute}",
-                    "requests",
-                    COUNTER,
-                    limits.requests_per_minute,
-                    1,
-                    120,
-                    minute_reset,
-                    False,
-                )
-            )
-        if limits.tokens_per_minute is not None:
-            checks.append(
-                Check(
-                    f"{base}:tpm:{minute}",
-                    "tokens",
-                    COUNTER,
-                    limits.tokens_per_minute,
-                    reserve_tokens,
-                    120,
-                    minute_reset,
-                    False,
-                    "tokens",
-                )
-            )
-        if limits.concurrent_requests is not None:
-            checks.append(
-                Check(
-                    f"{base}:conc",
-                    "concurrency",
-                    CONCURRENCY,
-                    limits.concurrent_requests,
-                    1,
-                    CONCURRENCY_LEASE_SECONDS,
-                    now + 1,
-                    False,
-                )
-            )
-        if limits.tokens_per_day is not None:
-            checks.append(
-                Check(
-                    f"{base}:tpd:{day_key}",
-                    "tokens_per_day",
-                    COUNTER,
-                    limits.tokens_per_day,
-                    reserve_tokens,
-                    2 * 86400,
-                    day_reset,
-                    True,
-                    "tokens",
-                )
-            )
-        if limits.tokens_per_month is not None:
-            checks.append(
-                Check(
-                    f"{base}:tpmo:{month_key}",
-                    "tokens_per_month",
-                    COUNTER,
-                    limits.tokens_per_month,
-                    reserve_tokens,
-                    32 * 86400,
-                    month_reset,
-                    True,
-                    "tokens",
-                )
-            )
-        if limits.cost_per_day is not None:
-            checks.append(
-                Check(
-                    f"{base}:cpd:{day_key}",
-                    "cost_per_day",
-                    COUNTER,
-                    limits.cost_per_day,
-                    reserve_cost,
-                    2 * 86400,
-                    day_reset,
-                    True,
-                    "cost",
-                )
-            )
-        if limits.cost_per_month is not None:
-            checks.append(
-                Check(
-                    f"{base}:cpmo:{month_key}",
-                    "cost_per_month",
-                    COUNTER,
-                    limits.cost_per_month,
-                    reserve_cost,
-                    32 * 86400,
-                    month_reset,
-                    True,
-                    "cost",
+                    key=f"{base}:{spec.suffix}{window}",
+                    kind=spec.kind,
+                    type=CONCURRENCY if spec.window == "lease" else COUNTER,
+                    limit=limit,
+                    increment=increments[spec.measures],
+                    ttl=spec.ttl,
+                    reset_at=reset_at,
+                    budget=spec.budget,
+                    settles="" if spec.measures == "requests" else spec.measures,
                 )
             )
     return checks

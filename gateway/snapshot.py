@@ -7,17 +7,14 @@ waits on PostgreSQL and never sees a half-loaded table.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import close_old_connections
 
-# Costs are counted in quota counters as integers of this many USD (the UsageRecord's scale).
-COST_UNIT = Decimal("0.0000000001")
+from models_registry.pricing import Prices, cost_units
+from tenants.scopes import QuotaScope
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,6 @@ class KeyEntry:
 class ModelEntry:
     model_id: int
     name: str
-    task: str
     created: int
 
 
@@ -50,25 +46,9 @@ class Upstream:
     base_url: str
     auth_header: str
     version_id: int
-    version_label: str
     priority_scheduling: bool
-    price_input: Decimal
-    price_cached_input: Decimal
-    price_output: Decimal
+    prices: Prices  # the version's, when the snapshot was loaded: what its requests cost
     outstanding: int = 0
-
-    def cost(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
-        # Same formula as ModelVersion.cost, on prices copied into the snapshot.
-        uncached = max(prompt_tokens - cached_tokens, 0)
-        return (
-            Decimal(uncached) * self.price_input
-            + Decimal(cached_tokens) * self.price_cached_input
-            + Decimal(completion_tokens) * self.price_output
-        ) / Decimal(1_000_000)
-
-    @property
-    def max_price_per_token(self) -> Decimal:
-        return max(self.price_input, self.price_output) / Decimal(1_000_000)
 
 
 @dataclass(frozen=True)
@@ -81,7 +61,7 @@ class DeploymentRoute:
 @dataclass(frozen=True)
 class QuotaLimits:
     quota_id: int
-    scope: str  # "tenant", "key", "model" or "key+model"
+    scope: QuotaScope
     requests_per_minute: int | None
     tokens_per_minute: int | None
     concurrent_requests: int | None
@@ -89,18 +69,6 @@ class QuotaLimits:
     tokens_per_month: int | None
     cost_per_day: int | None  # in COST_UNIT
     cost_per_month: int | None
-
-    @property
-    def has_budget(self) -> bool:
-        return any(
-            v is not None
-            for v in (
-                self.tokens_per_day,
-                self.tokens_per_month,
-                self.cost_per_day,
-                self.cost_per_month,
-            )
-        )
 
 
 @dataclass(frozen=True)
@@ -120,15 +88,10 @@ class QuotaSnapshot:
     by_scope: dict[tuple[int, int | None, int | None], QuotaLimits] = field(default_factory=dict)
 
 
-def cache_salt_for(tenant_id: int) -> str:
-    """A per-tenant salt for vLLM's prefix cache: stable, secret, never shared across tenants."""
-    secret = settings.WORKER_KEY_SECRET.encode()
-    return hmac.new(secret, f"cache-salt:{tenant_id}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
 def load_keys() -> KeySnapshot:
     from models_registry.models import ModelGrant
-    from tenants.models import ApiKey
+    from nodes.secrets import prefix_cache_salt
+    from tenants.models import ApiKey, Tenant
 
     close_old_connections()
     granted: dict[int, set[str]] = defaultdict(set)
@@ -139,19 +102,17 @@ def load_keys() -> KeySnapshot:
     for key_id, name in through.objects.values_list("apikey_id", "model__name"):
         narrowed[key_id].add(name)
 
+    # Per tenant (far fewer than keys), from the tenant's own rule.
+    priority = {
+        tenant.pk: tenant.engine_priority for tenant in Tenant.objects.only("id", "priority_class")
+    }
     by_prefix: dict[str, KeyEntry] = {}
     rows = ApiKey.objects.filter(revoked_at__isnull=True, tenant__active=True).values_list(
-        "id",
-        "prefix",
-        "hashed_key",
-        "tenant_id",
-        "tenant__slug",
-        "tenant__priority_class",
-        "expires_at",
+        "id", "prefix", "hashed_key", "tenant_id", "tenant__slug", "expires_at"
     )
-    from tenants.models import ENGINE_PRIORITY, PriorityClass
-
-    for key_id, prefix, hashed, tenant_id, slug, priority_class, expires_at in rows:
+    for key_id, prefix, hashed, tenant_id, slug, expires_at in rows:
+        if tenant_id not in priority:
+            continue  # its tenant was deleted between the two reads
         models = granted.get(tenant_id, set())
         if key_id in narrowed:
             models = models & narrowed[key_id]
@@ -163,8 +124,8 @@ def load_keys() -> KeySnapshot:
             tenant_slug=slug,
             expires_at=expires_at.timestamp() if expires_at else None,
             models=frozenset(models),
-            engine_priority=ENGINE_PRIORITY[PriorityClass(priority_class)],
-            cache_salt=cache_salt_for(tenant_id),
+            engine_priority=priority[tenant_id],
+            cache_salt=prefix_cache_salt(tenant_id),
         )
     close_old_connections()
     return KeySnapshot(by_prefix=by_prefix)
@@ -188,9 +149,7 @@ def load_routes(previous: RouteSnapshot | None = None) -> RouteSnapshot:
                     old[upstream.worker_id] = upstream
 
     models = {
-        m.name: ModelEntry(
-            model_id=m.pk, name=m.name, task=m.task, created=int(m.created_at.timestamp())
-        )
+        m.name: ModelEntry(model_id=m.pk, name=m.name, created=int(m.created_at.timestamp()))
         for m in Model.objects.all()
     }
     workers = (
@@ -221,11 +180,12 @@ def load_routes(previous: RouteSnapshot | None = None) -> RouteSnapshot:
             base_url=base_url,
             auth_header=f"Bearer {worker_api_key(worker.pk)}",
             version_id=version.pk,
-            version_label=version.label,
             priority_scheduling=priority,
-            price_input=version.price_input_per_million,
-            price_cached_input=version.price_cached_input_per_million,
-            price_output=version.price_output_per_million,
+            prices=Prices(
+                input=version.price_input_per_million,
+                cached_input=version.price_cached_input_per_million,
+                output=version.price_output_per_million,
+            ),
         )
         previous_upstream = old.get(worker.pk)
         if previous_upstream is not None:
@@ -253,13 +213,12 @@ def _same_target(a: Upstream, b: Upstream) -> bool:
         and a.version_id == b.version_id
         and a.deployment_id == b.deployment_id
         and a.priority_scheduling == b.priority_scheduling
-        and (a.price_input, a.price_cached_input, a.price_output)
-        == (b.price_input, b.price_cached_input, b.price_output)
+        and a.prices == b.prices
     )
 
 
 def _cost_units(value: Decimal | None) -> int | None:
-    return None if value is None else int(value / COST_UNIT)
+    return None if value is None else cost_units(value)
 
 
 def load_quotas() -> QuotaSnapshot:
@@ -268,15 +227,9 @@ def load_quotas() -> QuotaSnapshot:
     close_old_connections()
     by_scope: dict[tuple[int, int | None, int | None], QuotaLimits] = {}
     for quota in Quota.objects.filter(tenant__active=True):
-        scope = {
-            (False, False): "tenant",
-            (True, False): "key",
-            (False, True): "model",
-            (True, True): "key+model",
-        }[(quota.api_key_id is not None, quota.model_id is not None)]
         by_scope[(quota.tenant_id, quota.api_key_id, quota.model_id)] = QuotaLimits(
             quota_id=quota.pk,
-            scope=scope,
+            scope=quota.scope,
             requests_per_minute=quota.requests_per_minute,
             tokens_per_minute=quota.tokens_per_minute,
             concurrent_requests=quota.concurrent_requests,

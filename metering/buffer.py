@@ -1,7 +1,7 @@
 """Metering: one UsageRecord per inference request, buffered durably, flushed in batches.
 
-The gateway never writes to the database on the request path. It encodes a usage event (JSON)
-and hands it to a buffer:
+The gateway never writes to the database on the request path. It encodes a usage event
+(`metering.events.UsageEvent`, compact JSON) and hands it to a buffer:
 
 - with Redis (production): the event is pushed onto the list USAGE_LIST_KEY in the same Lua
   round trip that settles the request's quotas. `flush_redis` (the Celery task
@@ -13,17 +13,19 @@ and hands it to a buffer:
 - embedded (no Redis): `LocalUsageWriter`, a batch writer thread in the gateway process, with
   the same idempotent insert and retries while the database is unavailable.
 
-Costs come from the version's prices (`ModelVersion.cost`) at flush time.
+The cost is in the event: the gateway computed it once, at request time, from the price the
+request was routed with (models_registry/pricing.py). Only events buffered by a gateway of the
+previous version lack it; those are priced here with `ModelVersion.cost`, as that version did.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +33,8 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Q
+
+from metering.events import UnreadableEvent, UsageEvent
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +57,7 @@ return #items
 """
 
 
-def encode(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, separators=(",", ":")).encode()
-
-
-def write_records(events: Sequence[dict[str, Any]]) -> int:
+def write_records(events: Sequence[UsageEvent]) -> int:
     """Insert events as UsageRecords, skipping request ids already recorded. Returns inserted."""
     from controlplane.models import UsageRecord
     from models_registry.models import Model, ModelVersion
@@ -68,60 +68,40 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
         return 0
 
     # Foreign keys are checked up front: a row that was deleted since the request must not
-    # poison the whole batch (the insert would fail forever).
+    # poison the whole batch (the insert would fail forever). A link that is gone becomes NULL.
     def existing(model: Any, field: str) -> set[int]:
-        ids = {e[field] for e in events if e.get(field) is not None}
+        ids: set[int] = {value for e in events if (value := getattr(e, field)) is not None}
         return set(model.objects.filter(pk__in=ids).values_list("pk", flat=True)) if ids else set()
 
+    links = {
+        "api_key_id": existing(ApiKey, "api_key_id"),
+        "model_id": existing(Model, "model_id"),
+        "model_version_id": existing(ModelVersion, "model_version_id"),
+        "worker_id": existing(Worker, "worker_id"),
+    }
     tenants = existing(Tenant, "tenant_id")
-    keys = existing(ApiKey, "api_key_id")
-    models = existing(Model, "model_id")
-    workers = existing(Worker, "worker_id")
-    version_ids = {e["model_version_id"] for e in events if e.get("model_version_id")}
-    versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=version_ids)}
+    # Only events of the previous version come without a cost: price them as it did.
+    unpriced = links["model_version_id"] & {
+        e.model_version_id or 0 for e in events if e.cost is None
+    }
+    versions = {v.pk: v for v in ModelVersion.objects.filter(pk__in=unpriced)}
 
     # Plain INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike): model instances
     # cost far more Python than the insert itself, and this runs beside the event loop.
     ops = connection.ops
     rows = []
+    kept: list[UsageEvent] = []
     for event in events:
-        if event["tenant_id"] not in tenants:
+        if event.tenant_id not in tenants:
             logger.error(
-                "usage %s dropped: tenant %s no longer exists",
-                event["request_id"],
-                event["tenant_id"],
+                "usage %s dropped: tenant %s no longer exists", event.request_id, event.tenant_id
             )
             continue
-        prompt = int(event.get("prompt_tokens", 0))
-        cached = min(int(event.get("cached_tokens", 0)), prompt)
-        completion = int(event.get("completion_tokens", 0))
-        version = versions.get(event.get("model_version_id") or 0)
-        cost = version.cost(prompt, cached, completion) if version else Decimal(0)
-        ttft = event.get("ttft_ms")
-        sent = event.get("sent_completion_tokens")
-        rows.append(
-            (
-                str(event["request_id"])[:64],
-                event["tenant_id"],
-                event.get("api_key_id") if event.get("api_key_id") in keys else None,
-                event.get("model_id") if event.get("model_id") in models else None,
-                version.pk if version else None,
-                event.get("worker_id") if event.get("worker_id") in workers else None,
-                str(event["endpoint"])[:32],
-                bool(event.get("streamed")),
-                prompt,
-                cached,
-                completion,
-                None if sent is None else int(sent),
-                bool(event.get("usage_counted")),
-                int(event.get("latency_ms", 0)),
-                None if ttft is None else int(ttft),
-                str(event["status"])[:32],
-                int(event["http_status"]),
-                ops.adapt_decimalfield_value(cost, 20, 10),
-                ops.adapt_datetimefield_value(datetime.fromtimestamp(event["created_at"], UTC)),
-            )
-        )
+        values = _normalised(event, links, versions)
+        values["cost"] = ops.adapt_decimalfield_value(values["cost"], 20, 10)
+        values["created_at"] = ops.adapt_datetimefield_value(values["created_at"])
+        rows.append(tuple(values[column] for column in INSERT_COLUMNS))
+        kept.append(event)
     if not rows:
         return 0
     table = connection.ops.quote_name(UsageRecord._meta.db_table)
@@ -130,14 +110,14 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
         f"INSERT INTO {table} ({', '.join(INSERT_COLUMNS)}) "  # noqa: S608
         f"VALUES ({', '.join(['%s'] * len(INSERT_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
     )
-    ids = [row[0] for row in rows]
+    ids = [event.request_id[:64] for event in kept]
     # A key's "last used": its newest request in the batch, never moved backwards (batches
     # can arrive out of order). update(), not save(): no signal, no snapshot reload.
     last_used: dict[int, float] = {}
-    for event in events:
-        key_id = event.get("api_key_id")
-        if key_id in keys:
-            last_used[key_id] = max(last_used.get(key_id, 0.0), float(event["created_at"]))
+    for event in kept:
+        key_id = event.api_key_id
+        if key_id is not None and key_id in links["api_key_id"]:
+            last_used[key_id] = max(last_used.get(key_id, 0.0), event.created_at)
     with transaction.atomic():
         before = UsageRecord.objects.filter(request_id__in=ids).count()
         with connection.cursor() as cursor:
@@ -151,36 +131,42 @@ def write_records(events: Sequence[dict[str, Any]]) -> int:
     return after - before
 
 
-INSERT_COLUMNS = (
-    "request_id",
-    "tenant_id",
-    "api_key_id",
-    "model_id",
-    "model_version_id",
-    "worker_id",
-    "endpoint",
-    "streamed",
-    "prompt_tokens",
-    "cached_tokens",
-    "completion_tokens",
-    "sent_completion_tokens",
-    "usage_counted",
-    "latency_ms",
-    "time_to_first_token_ms",
-    "status",
-    "http_status",
-    "cost",
-    "created_at",
-)
+# The event's fields are UsageRecord's columns (tests/gateway/test_events.py keeps it so).
+INSERT_COLUMNS = tuple(f.name for f in fields(UsageEvent))
 
 
-def _decode(items: Iterable[bytes]) -> list[dict[str, Any]]:
+def _normalised(
+    event: UsageEvent, links: dict[str, set[int]], versions: dict[int, Any]
+) -> dict[str, Any]:
+    """The event's values as the columns take them: bounded strings, sane counts, live links."""
+    values = {f.name: getattr(event, f.name) for f in fields(UsageEvent)}
+    for field, alive in links.items():
+        if values[field] not in alive:
+            values[field] = None
+    values["request_id"] = event.request_id[:64]
+    values["endpoint"] = event.endpoint[:32]
+    values["status"] = event.status[:32]
+    values["cached_tokens"] = min(event.cached_tokens, event.prompt_tokens)
+    cost = event.cost
+    if cost is None:
+        version = versions.get(values["model_version_id"] or 0)
+        cost = (
+            version.cost(event.prompt_tokens, event.cached_tokens, event.completion_tokens)
+            if version
+            else Decimal(0)
+        )
+    values["cost"] = cost
+    values["created_at"] = datetime.fromtimestamp(event.created_at, UTC)
+    return values
+
+
+def _decode(items: Iterable[bytes]) -> list[UsageEvent]:
     events = []
     for item in items:
         try:
-            events.append(json.loads(item))
-        except ValueError:
-            logger.error("unreadable usage event dropped: %r", item[:200])
+            events.append(UsageEvent.decode(item))
+        except UnreadableEvent as exc:
+            logger.error("unreadable usage event dropped (%s): %r", exc, item[:200])
     return events
 
 

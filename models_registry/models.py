@@ -156,14 +156,15 @@ class ModelVersion(models.Model):
             )
 
     def cost(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
-        """Cost in USD; cached prompt tokens are billed at the cached-input price."""
-        uncached = max(prompt_tokens - cached_tokens, 0)
-        million = Decimal(1_000_000)
-        return (
-            Decimal(uncached) * self.price_input_per_million
-            + Decimal(cached_tokens) * self.price_cached_input_per_million
-            + Decimal(completion_tokens) * self.price_output_per_million
-        ) / million
+        """Cost in USD at this version's current prices (the formula: models_registry.pricing)."""
+        from models_registry import pricing
+
+        prices = pricing.Prices(
+            self.price_input_per_million,
+            self.price_cached_input_per_million,
+            self.price_output_per_million,
+        )
+        return pricing.cost(prices, prompt_tokens, cached_tokens, completion_tokens)
 
 
 class ModelGrant(models.Model):

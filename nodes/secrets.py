@@ -18,3 +18,10 @@ def worker_api_key(worker_id: int) -> str:
     secret = settings.WORKER_KEY_SECRET.encode()
     digest = hmac.new(secret, f"worker:{worker_id}".encode(), hashlib.sha256).hexdigest()
     return f"cpw-{digest[:48]}"
+
+
+def prefix_cache_salt(tenant_id: int) -> str:
+    """A tenant's salt for vLLM's prefix cache (the gateway adds it to every request): stable,
+    secret, never shared across tenants, so one tenant's prompts never warm another's cache."""
+    secret = settings.WORKER_KEY_SECRET.encode()
+    return hmac.new(secret, f"cache-salt:{tenant_id}".encode(), hashlib.sha256).hexdigest()[:32]

@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from tenants import keys
+from tenants.scopes import QuotaScope, scope_of
 
 
 class PriorityClass(models.TextChoices):
@@ -336,3 +337,7 @@ class Quota(models.Model):
         if self.model_id:
             scope.append(f"model {self.model_id}")
         return "quota " + " / ".join(scope)
+
+    @property
+    def scope(self) -> QuotaScope:
+        return scope_of(self.api_key_id, self.model_id)

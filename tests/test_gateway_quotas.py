@@ -4,7 +4,6 @@ REDIS_URL is set (CI sets it)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,7 +16,9 @@ from controlplane.models import UsageRecord
 from gateway import quotas
 from gateway.snapshot import QuotaLimits
 from metering import buffer as metering
+from metering.events import UsageEvent
 from tenants.models import ApiKey, Tenant
+from tenants.scopes import QuotaScope
 
 NOW = 1_800_000_030.0  # 30 s into a minute
 
@@ -35,7 +36,7 @@ def limits(**kw: Any) -> QuotaLimits:
         ),
     )
     values.update(kw)
-    return QuotaLimits(quota_id=1, scope="tenant", **values)
+    return QuotaLimits(quota_id=1, scope=QuotaScope.TENANT, **values)
 
 
 def checks(
@@ -191,27 +192,21 @@ def test_reset_durations_read_like_openais() -> None:
 
 
 # --- the usage buffer -----------------------------------------------------------------------
-def _event(tenant: Tenant, request_id: str, **kw: Any) -> dict[str, Any]:
-    event = {
+def _event(tenant: Tenant, request_id: str, **kw: Any) -> UsageEvent:
+    values: dict[str, Any] = {
         "request_id": request_id,
         "tenant_id": tenant.pk,
-        "api_key_id": None,
-        "model_id": None,
-        "model_version_id": None,
-        "worker_id": None,
         "endpoint": "completions",
-        "streamed": False,
         "prompt_tokens": 5,
-        "cached_tokens": 0,
         "completion_tokens": 7,
         "latency_ms": 3,
-        "ttft_ms": None,
         "status": "ok",
         "http_status": 200,
         "created_at": time.time(),
+        "cost": Decimal(0),
     }
-    event.update(kw)
-    return event
+    values.update(kw)
+    return UsageEvent(**values)
 
 
 @pytest.mark.django_db
@@ -255,12 +250,12 @@ def test_the_redis_buffer_survives_a_flusher_that_died_mid_batch(tenant_a: Tenan
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.delete(metering.USAGE_LIST_KEY, metering.USAGE_PROCESSING_KEY)
     for i in range(5):
-        client.rpush(metering.USAGE_LIST_KEY, json.dumps(_event(tenant_a, f"req_buf{i}")))
+        client.rpush(metering.USAGE_LIST_KEY, _event(tenant_a, f"req_buf{i}").encode())
     # A flusher claimed two events and inserted them, then died before trimming them.
     claim = client.register_script(metering.CLAIM_LUA)
     claim(keys=[metering.USAGE_LIST_KEY, metering.USAGE_PROCESSING_KEY], args=[2])
     metering.write_records(
-        [json.loads(x) for x in client.lrange(metering.USAGE_PROCESSING_KEY, 0, -1)]
+        [UsageEvent.decode(x) for x in client.lrange(metering.USAGE_PROCESSING_KEY, 0, -1)]
     )
     assert metering.flush_redis(batch_size=2) == 3  # the two again (ignored), then three new
     assert UsageRecord.objects.filter(request_id__startswith="req_buf").count() == 5
