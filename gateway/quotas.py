@@ -11,6 +11,9 @@ in-process store applies the same rules.
 
 A check refuses when the counter already reached its limit, or when the reservation does not fit
 in what remains (`used + reservation > limit`).
+
+Over 400 lines on purpose: the rules (LIMITS, build_checks), the two Lua scripts and the two
+stores that apply them must be read side by side; a change to one is a change to all.
 """
 
 from __future__ import annotations
