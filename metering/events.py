@@ -13,7 +13,7 @@ priced at flush time from the version's prices, as that version did.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar
 
@@ -71,7 +71,8 @@ class UsageEvent:
     )
 
     def encode(self) -> bytes:
-        data = asdict(self)
+        # Not dataclasses.asdict: its deep copy costs a third more, once per request.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
         if self.cost is not None:
             data["cost"] = str(self.cost)
         return json.dumps(data, separators=(",", ":")).encode()
@@ -89,7 +90,7 @@ class UsageEvent:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UsageEvent:
-        known = {f.name for f in fields(cls)}
+        known = set(_FIELD_NAMES)
         values: dict[str, Any] = {}
         for name, value in data.items():
             name = RENAMED.get(name, name)
@@ -111,3 +112,6 @@ class UsageEvent:
             return cls(**values)
         except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
             raise UnreadableEvent(f"{exc.__class__.__name__}: {exc}") from exc
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(UsageEvent))
