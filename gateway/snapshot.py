@@ -106,6 +106,7 @@ def load_keys() -> KeySnapshot:
     priority = {
         tenant.pk: tenant.engine_priority for tenant in Tenant.objects.only("id", "priority_class")
     }
+    salts: dict[int, str] = {}  # one HMAC per tenant, not per key
     by_prefix: dict[str, KeyEntry] = {}
     rows = ApiKey.objects.filter(revoked_at__isnull=True, tenant__active=True).values_list(
         "id", "prefix", "hashed_key", "tenant_id", "tenant__slug", "expires_at"
@@ -125,7 +126,8 @@ def load_keys() -> KeySnapshot:
             expires_at=expires_at.timestamp() if expires_at else None,
             models=frozenset(models),
             engine_priority=priority[tenant_id],
-            cache_salt=prefix_cache_salt(tenant_id),
+            cache_salt=salts.get(tenant_id)
+            or salts.setdefault(tenant_id, prefix_cache_salt(tenant_id)),
         )
     close_old_connections()
     return KeySnapshot(by_prefix=by_prefix)

@@ -168,7 +168,7 @@ def test_without_a_drain_the_tokens_are_counted_from_the_chunks_received() -> No
     ctx, _ = relay(pieces, client=Client(hang_up_after=2), drain_seconds=0, pause=0.01)
     assert ctx.status == "client_disconnected" and ctx.usage_counted  # the usage never came
     assert ctx.sent_completion_tokens == 1  # the role chunk and "a"
-    assert 1 <= ctx.completion_tokens < 3  # what was read before giving up, at least what was sent
+    assert 1 <= ctx.completion_tokens <= 3  # what was read before giving up, never the usage
 
 
 def test_a_client_whose_writes_fail_is_recorded_as_disconnected() -> None:
