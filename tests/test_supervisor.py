@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from nodes.agent import discovery
+from nodes.agent import discovery, protocol
 from nodes.agent.client import ControlPlaneClient
 from nodes.agent.supervisor import (
     Running,
     Supervisor,
     SupervisorSettings,
-    engine_command,
     group_members,
     worker_environment,
 )
@@ -104,27 +103,29 @@ def test_an_engine_gets_its_key_and_gpus_in_its_environment_and_none_of_the_agen
     monkeypatch.setenv("SECRET_KEY", "django-secret")
     monkeypatch.setenv("DATABASE_URL", "postgres://secret@db/x")
     monkeypatch.setenv("HF_HOME", "/models/hf")
-    spec = {"env": {"VLLM_CPU_KVCACHE_SPACE": "1"}, "gpu_uuids": ["GPU-a", "GPU-b"]}
-    env = worker_environment(spec, api_key="cpw-key")
+    env = worker_environment({"VLLM_CPU_KVCACHE_SPACE": "1"}, ["GPU-a", "GPU-b"], "cpw-key")
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-a,GPU-b"
     assert env["VLLM_API_KEY"] == "cpw-key"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert env["HF_HOME"] == "/models/hf"
     assert not {"NODE_CREDENTIAL", "SECRET_KEY", "DATABASE_URL"} & set(env)
-    assert worker_environment({"env": {}, "gpu_uuids": []}, "k")["CUDA_VISIBLE_DEVICES"] == ""
+    assert worker_environment({}, [], "k")["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_the_engine_command_carries_no_key() -> None:
-    spec = {
-        "python": "/opt/vllm/bin/python",
-        "model_path": "/models/tiny",
-        "served_model_name": "tiny",
-        "args": ["--dtype", "float32"],
-        "api_key": "cpw-secret",
-    }
-    command = engine_command(spec, "127.0.0.1", 8100)
-    assert command[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
-    assert command[-2:] == ["--dtype", "float32"]
+    spec = protocol.Assignment(
+        id=1,
+        deployment="tiny",
+        desired_state=protocol.RUNNING,
+        state=protocol.PENDING,
+        served_model_name="tiny",
+        command=["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--x"],
+        fingerprint="f",
+        api_key="cpw-secret",
+    )
+    command = protocol.engine_command(spec, "127.0.0.1", 8100)
+    assert command[:4] == spec.command
+    assert command[4:] == ["--host", "127.0.0.1", "--port", "8100"]
     assert "cpw-secret" not in " ".join(command)
     assert "--api-key" not in command
 
@@ -150,7 +151,7 @@ def test_the_log_tail_hides_the_engine_key(tmp_path: Path) -> None:
     sup._keys[7] = "cpw-secret"
     log = tmp_path / "worker-7.log"
     log.write_text("one\nkey=cpw-secret\nthree\n")
-    assert sup.log_tail(log, 7) == "key=[redacted]\nthree"
+    assert sup.log_tail(log, 7) == "key=[engine key redacted]\nthree"
 
 
 def test_ports_in_use_are_skipped(tmp_path: Path) -> None:
