@@ -13,7 +13,9 @@ import pytest
 
 from nodes.agent import discovery, protocol
 from nodes.agent.client import ControlPlaneClient
+from nodes.agent.protocol import Assignment
 from nodes.agent.supervisor import (
+    Failures,
     Running,
     Supervisor,
     SupervisorSettings,
@@ -185,3 +187,44 @@ def test_discovery_runs_standalone_and_prints_json() -> None:
     )
     facts = json.loads(out.stdout)
     assert facts["devices"] and {"cpu_count", "memory_bytes", "nvml"} <= set(facts)
+
+
+def sleeper(worker_id: int, generation: int, state: str = protocol.CRASH_LOOPING) -> Assignment:
+    return protocol.Assignment(
+        id=worker_id,
+        deployment="d",
+        desired_state=protocol.RUNNING,
+        state=state,
+        served_model_name="m",
+        command=[sys.executable, "-c", "import time; time.sleep(600)"],
+        fingerprint=f"f{generation}",
+        api_key="cpw-k",
+        generation=generation,
+    )
+
+
+def test_a_restart_asked_for_skips_the_backoff_of_a_crash_looping_worker(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path, port_range=(8106, 8108))
+    sup.failures[1] = Failures(consecutive=4, next_start_at=sup.clock() + 1000, generation=0)
+    try:
+        sup.reconcile([sleeper(1, generation=0)])
+        assert 1 not in sup.running  # still waiting out its backoff
+        sup.reconcile([sleeper(1, generation=1)])
+        assert 1 in sup.running  # a restart was asked for: started at once
+        assert sup.failures[1] == Failures(consecutive=0, next_start_at=0.0, generation=1)
+    finally:
+        sup.stop_all(report=False)
+
+
+def test_the_state_file_keeps_failure_counts_with_their_generation(tmp_path: Path) -> None:
+    first = supervisor(tmp_path)
+    first.failures[1] = Failures(consecutive=3, next_start_at=99.0, generation=2)
+    first.save_state()
+    second = supervisor(tmp_path)
+    second.adopt()
+    assert second.failures[1] == Failures(consecutive=3, next_start_at=0.0, generation=2)
+    # What an agent before generations wrote: a bare count.
+    (tmp_path / "workers.json").write_text('{"running": {}, "failures": {"5": 4}}')
+    third = supervisor(tmp_path)
+    third.adopt()
+    assert third.failures[5] == Failures(consecutive=4, generation=0)

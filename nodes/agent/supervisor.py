@@ -178,8 +178,8 @@ class Supervisor:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         data = {
             "running": {str(k): asdict(v) for k, v in self.running.items()},
-            # Monotonic times mean nothing after a restart; keep only the counts.
-            "failures": {str(k): v.consecutive for k, v in self.failures.items()},
+            # Monotonic times mean nothing after a restart; keep the counts and generations.
+            "failures": {str(k): [v.consecutive, v.generation] for k, v in self.failures.items()},
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -220,8 +220,12 @@ class Supervisor:
             elif group_members(run.pgid):
                 # The leader is gone but children linger: clean them up.
                 self._kill_group(run.pgid)
-        for worker_id, count in data.get("failures", {}).items():
-            self.failures[int(worker_id)] = Failures(consecutive=int(count))
+        for worker_id, saved in data.get("failures", {}).items():
+            # A bare count is what agents before the generation wrote.
+            count, generation = saved if isinstance(saved, list) else (saved, 0)
+            self.failures[int(worker_id)] = Failures(
+                consecutive=int(count), generation=int(generation)
+            )
         self.save_state()
         return adopted
 
