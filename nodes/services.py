@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 
@@ -214,16 +213,3 @@ def scale_deployment(
         locked.save(update_fields=[*changes, "updated_at"])
         _record(Action.SCALE, locked, changes, actor, via, remote_addr)
     return locked
-
-
-__all__ = [
-    "Refused",
-    "ValidationError",
-    "cordon_node",
-    "drain_node",
-    "drain_worker",
-    "restart_worker",
-    "scale_deployment",
-    "set_node_state",
-    "uncordon_node",
-]

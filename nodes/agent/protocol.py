@@ -5,8 +5,8 @@ Both sides import this module: the control plane (``nodes.agent_api``) builds an
 assignments and sends reports. Nothing here may import Django: the agent runs on GPU hosts
 that have neither the control plane's settings nor its secrets.
 
-The agent and the control plane of one release speak the same protocol; upgrade them together
-(``PROTOCOL_VERSION`` says which one an assignment was built for).
+The agent and the control plane of one release speak the same protocol: upgrade them
+together.
 
 Worker states are named here, once. ``nodes.models.WorkerState`` takes its values from these
 constants, and ``nodes.states.ALLOWED`` says which moves between them are legal.
@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-
-PROTOCOL_VERSION = 2
 
 # --- worker states (see nodes/states.py for the machine) ---------------------------------
 PENDING = "pending"

@@ -9,6 +9,10 @@ report converges to the same place.
 
 The engine key goes to the engine in its environment (``VLLM_API_KEY``), never on its command
 line, so it shows neither in ``ps`` nor in the arguments vLLM logs at start.
+
+Longer than the project's ~400 lines on purpose: reconcile, start, stop, probe, logs and
+reports are one process lifecycle that shares ``running``/``failures`` and the state file;
+split apart, the idempotence argument above would have to be read across modules.
 """
 
 from __future__ import annotations
@@ -127,6 +131,7 @@ class Running:
     failed_probes: int = 0
     log_uploaded_size: int = -1
     log_uploaded_at: float = 0.0
+    generation: int = 0  # the assignment's, when started; a raised one is a restart request
 
 
 @dataclass
@@ -250,12 +255,12 @@ class Supervisor:
                 # Its command, environment or devices changed, or a restart was asked for
                 # (the worker's generation is in the fingerprint): replace the engine.
                 self.stop(worker_id)
-                self._report(
-                    worker_id,
-                    FAILED,
-                    reason=f"its configuration changed (generation {assigned.generation}); "
-                    "restarting",
+                why = (
+                    "a restart was asked for"
+                    if assigned.generation != run.generation
+                    else "its configuration changed"
                 )
+                self._report(worker_id, FAILED, reason=f"{why}; restarting")
                 assigned.state = FAILED
                 self.failures[worker_id] = Failures(generation=assigned.generation)
             else:
@@ -428,6 +433,7 @@ class Supervisor:
             port=port,
             fingerprint=spec.fingerprint,
             served_model_name=spec.served_model_name,
+            generation=spec.generation,
             log_path=str(log_path),
             started_at=self.clock(),
         )
