@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nodes.agent import protocol
 from nodes.models import Worker
 
 TAIL_LINES = 200
@@ -39,6 +40,6 @@ def worker_log_tail(worker: Worker, lines: int = TAIL_LINES) -> LogTail:
 
 
 def redact(worker: Worker, lines: list[str]) -> list[str]:
-    """An engine may echo its command line: its --api-key must never reach a browser."""
+    """The engine key out of every line shown (see protocol.redact for why here too)."""
     secret = worker.engine_api_key
-    return [line.replace(secret, "[engine key redacted]") for line in lines]
+    return [protocol.redact(line, secret) for line in lines]

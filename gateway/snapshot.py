@@ -138,6 +138,7 @@ def load_routes(previous: RouteSnapshot | None = None) -> RouteSnapshot:
 
     Upstream objects of unchanged workers are reused, so their outstanding counts survive.
     """
+    from models_registry import engine_args
     from models_registry.models import Model, VersionState
     from nodes.models import DesiredState, NodeState, Worker, WorkerState
     from nodes.secrets import worker_api_key
@@ -172,10 +173,7 @@ def load_routes(previous: RouteSnapshot | None = None) -> RouteSnapshot:
         version = dep.model_version
         assert worker.node is not None
         base_url = f"http://{worker.node.address}:{worker.port}"
-        priority = (
-            str(version.extra_args.get("scheduling-policy", "")) == "priority"
-            or str(version.extra_args.get("scheduling_policy", "")) == "priority"
-        )
+        priority = engine_args.scheduling_policy(version.extra_args) == "priority"
         upstream = Upstream(
             worker_id=worker.pk,
             deployment_id=dep.pk,

@@ -1,8 +1,13 @@
 """The vLLM arguments a model version may set, checked before they ever reach a command line.
 
 The control plane owns the arguments that wire a worker into the system (model path, port,
-API key, served name, parallelism): those are refused here so a version cannot override them.
-Anything not in ALLOWED is refused too, so a typo fails at save time, not at engine start.
+API key, served name, parallelism): those are refused here so a version cannot override them,
+and ``engine_command.build`` is the one place that sets them. Anything not in ALLOWED is
+refused too, so a typo fails at save time, not at engine start.
+
+A version may spell an argument ``--max-num-seqs``, ``max-num-seqs`` or ``max_num_seqs``;
+``canonical`` is the one reading of those spellings, used by validation, by the command line
+and by every rule that asks what an argument is set to (``scheduling_policy``).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Set by the node agent from the worker's assignment; never by a version.
+# Set by the control plane (engine_command.build) and the node agent; never by extra_args.
 RESERVED = frozenset(
     {
         "model",
@@ -59,6 +64,7 @@ ALLOWED: dict[str, Arg] = {
     "tokenizer-mode": Arg(str, choices=("auto", "slow", "mistral")),
     "max-logprobs": Arg(int, minimum=0),
     "disable-log-requests": Arg(bool),
+    "enable-log-requests": Arg(bool),  # vLLM >= 0.10's spelling; DEBUG logs each request body
     "api-server-count": Arg(int, minimum=1, maximum=64),
     "generation-config": Arg(str),
     "override-generation-config": Arg(dict),
@@ -70,13 +76,38 @@ ALLOWED: dict[str, Arg] = {
 }
 
 
+def canonical(name: object) -> str:
+    """The argument's name as vLLM's flag spells it, without the dashes: ``max-num-seqs``."""
+    return str(name).removeprefix("--").replace("_", "-")
+
+
+def value_of(extra_args: Mapping[str, Any] | None, name: str) -> Any:
+    """What ``extra_args`` sets argument ``name`` to, whichever spelling it uses; else None."""
+    for raw_name, value in (extra_args or {}).items():
+        if canonical(raw_name) == name:
+            return value
+    return None
+
+
+def scheduling_policy(extra_args: Mapping[str, Any] | None) -> str:
+    """The engine's scheduling policy: "priority" makes vLLM order requests by the priority
+    each carries (the gateway then sends the tenant's); vLLM's default is "fcfs"."""
+    policy = value_of(extra_args, "scheduling-policy")
+    return str(policy) if policy else "fcfs"
+
+
 def validate(extra_args: object) -> dict[str, str]:
     """Return {argument: problem} for every bad entry; empty when the arguments are fine."""
     if not isinstance(extra_args, Mapping):
         return {"__all__": "Expected an object mapping vLLM argument names to values."}
     problems: dict[str, str] = {}
+    seen: dict[str, object] = {}
     for raw_name, value in extra_args.items():
-        name = str(raw_name).removeprefix("--").replace("_", "-")
+        name = canonical(raw_name)
+        if name in seen:
+            problems[raw_name] = f"'{name}' is already set (as {seen[name]!r})."
+            continue
+        seen[name] = raw_name
         if name in RESERVED:
             problems[raw_name] = (
                 f"'{name}' is set by the control plane (or by its own field on the version) "
@@ -111,19 +142,3 @@ def _check(spec: Arg, value: Any) -> str | None:
     if spec.maximum is not None and value > spec.maximum:
         return f"Must be at most {spec.maximum}."
     return None
-
-
-def to_cli(extra_args: Mapping[str, Any]) -> list[str]:
-    """Render validated arguments as vLLM command-line flags."""
-    import json
-
-    argv: list[str] = []
-    for raw_name, value in extra_args.items():
-        flag = "--" + str(raw_name).removeprefix("--").replace("_", "-")
-        if isinstance(value, bool):
-            argv.append(flag if value else "--no-" + flag[2:])
-        elif isinstance(value, dict):
-            argv += [flag, json.dumps(value)]
-        else:
-            argv += [flag, str(value)]
-    return argv

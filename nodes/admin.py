@@ -6,8 +6,24 @@ from django.contrib import admin, messages
 from django.http import HttpRequest
 
 from controlplane.admin_base import AuditedAdmin, ReadOnlyAdmin
-from nodes import credentials
+from controlplane.audit import Via
+from nodes import credentials, services
 from nodes.models import Deployment, Gpu, Node, Worker, WorkerEvent
+
+
+def run_for_each(request: HttpRequest, queryset: Any, operation: Any, done: str) -> None:
+    """An admin action: one nodes.services operation per selected row, each in its own
+    transaction; a refusal is reported and leaves the other rows done."""
+    who = {"actor": request.user, "via": Via.ADMIN, "remote_addr": request.META.get("REMOTE_ADDR")}
+    count = 0
+    for obj in queryset:
+        try:
+            operation(obj, **who)
+            count += 1
+        except services.Refused as exc:
+            messages.error(request, str(exc))
+    if count:
+        messages.success(request, f"{done}: {count}.")
 
 
 class GpuInline(admin.TabularInline):
@@ -26,7 +42,10 @@ class NodeAdmin(AuditedAdmin):
     list_display = ["name", "address", "state", "last_heartbeat_at", "agent_version"]
     list_filter = ["state"]
     search_fields = ["name", "address"]
+    # The state changes through the actions (nodes.services), as on every other face.
     readonly_fields = [
+        "state",
+        "state_reason",
         "credential_prefix",
         "last_heartbeat_at",
         "cpu_count",
@@ -34,7 +53,19 @@ class NodeAdmin(AuditedAdmin):
         "agent_version",
     ]
     inlines = [GpuInline]
-    actions = ["issue_credential"]
+    actions = ["issue_credential", "cordon", "drain", "uncordon"]
+
+    @admin.action(description="Cordon: keep their workers, place no new ones")
+    def cordon(self, request: HttpRequest, queryset: Any) -> None:
+        run_for_each(request, queryset, services.cordon_node, "Nodes cordoned")
+
+    @admin.action(description="Drain: move their workers elsewhere")
+    def drain(self, request: HttpRequest, queryset: Any) -> None:
+        run_for_each(request, queryset, services.drain_node, "Nodes draining")
+
+    @admin.action(description="Uncordon: place workers on them again")
+    def uncordon(self, request: HttpRequest, queryset: Any) -> None:
+        run_for_each(request, queryset, services.uncordon_node, "Nodes uncordoned")
 
     @admin.action(description="Issue a new agent credential (the old one stops working)")
     def issue_credential(self, request: HttpRequest, queryset: Any) -> None:
@@ -72,12 +103,41 @@ class DeploymentAdmin(AuditedAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(AuditedAdmin):
-    """Workers; their engine key is derived (nodes.secrets) and never displayed."""
+    """Workers; their engine key is derived (nodes.secrets) and never displayed.
+
+    What a worker is doing belongs to its node agent and the scheduler, and changes only
+    through the state machine (nodes.states): those fields are read-only here. People ask for
+    a restart or a drain with the actions, as on the dashboard and the REST API.
+    """
 
     list_display = ["__str__", "node", "state", "port", "pid", "restarts", "updated_at"]
     list_filter = ["state", "desired_state", "node"]
     search_fields = ["deployment__name", "node__name", "last_error"]
     list_select_related = ["deployment", "node"]
+    readonly_fields = [
+        "state",
+        "state_reason",
+        "desired_state",
+        "port",
+        "pid",
+        "restarts",
+        "generation",
+        "last_exit_code",
+        "last_error",
+        "log_tail",
+        "started_at",
+        "ready_at",
+        "stopped_at",
+    ]
+    actions = ["restart", "drain"]
+
+    @admin.action(description="Restart: the node agent replaces their engines")
+    def restart(self, request: HttpRequest, queryset: Any) -> None:
+        run_for_each(request, queryset, services.restart_worker, "Restarts requested")
+
+    @admin.action(description="Drain: stop them once their requests finish")
+    def drain(self, request: HttpRequest, queryset: Any) -> None:
+        run_for_each(request, queryset, services.drain_worker, "Drains requested")
 
 
 @admin.register(WorkerEvent)

@@ -4,6 +4,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from nodes.agent import protocol
 from tenants.models import slug_validator
 
 
@@ -46,11 +47,12 @@ class Node(models.Model):
 
 
 class DeviceKind(models.TextChoices):
-    GPU = "gpu", "GPU"
+    # Values from the agent protocol, which discovery reports; see protocol.is_exclusive.
+    GPU = protocol.GPU, "GPU"
     # A host without GPUs registers one pseudo-device standing for its CPUs and memory, so CPU
     # workers are placed by the same scheduler. Unlike a GPU it is shared: several workers fit
     # on it as long as their memory estimates do.
-    CPU = "cpu", "CPU (pseudo-device)"
+    CPU = protocol.CPU, "CPU (pseudo-device)"
 
 
 class Gpu(models.Model):
@@ -73,8 +75,7 @@ class Gpu(models.Model):
 
     @property
     def is_exclusive(self) -> bool:
-        """A GPU runs one worker at a time; the CPU pseudo-device is shared by memory."""
-        return self.kind == DeviceKind.GPU
+        return protocol.is_exclusive(self.kind)
 
 
 class PlacementStrategy(models.TextChoices):
@@ -83,8 +84,9 @@ class PlacementStrategy(models.TextChoices):
 
 
 class DesiredState(models.TextChoices):
-    RUNNING = "running", "Running"
-    STOPPED = "stopped", "Stopped"
+    # The values are the agent protocol's (nodes/agent/protocol.py), named there once.
+    RUNNING = protocol.RUNNING, "Running"
+    STOPPED = protocol.STOPPED, "Stopped"
 
 
 class Deployment(models.Model):
@@ -133,13 +135,15 @@ class Deployment(models.Model):
 
 
 class WorkerState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    STARTING = "starting", "Starting"
-    READY = "ready", "Ready"
-    DRAINING = "draining", "Draining"
-    STOPPED = "stopped", "Stopped"
-    FAILED = "failed", "Failed"
-    CRASH_LOOPING = "crash_looping", "Crash-looping"
+    # The values are the agent protocol's (nodes/agent/protocol.py), named there once, so the
+    # agent (which never imports Django) and the database cannot disagree on a state's name.
+    PENDING = protocol.PENDING, "Pending"
+    STARTING = protocol.STARTING, "Starting"
+    READY = protocol.READY, "Ready"
+    DRAINING = protocol.DRAINING, "Draining"
+    STOPPED = protocol.STOPPED, "Stopped"
+    FAILED = protocol.FAILED, "Failed"
+    CRASH_LOOPING = protocol.CRASH_LOOPING, "Crash-looping"
 
 
 # States in which a worker holds its GPUs and port.
@@ -173,6 +177,10 @@ class Worker(models.Model):
     )
     pid = models.PositiveIntegerField(null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)
+    # Raised to ask for a restart (nodes.services.restart_worker). It is part of the
+    # assignment's fingerprint, so the agent stops the running engine and starts a new one
+    # through the state machine, exactly as after a configuration change.
+    generation = models.PositiveIntegerField(default=0, editable=False)
     last_exit_code = models.IntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     # The last lines of the engine's log, uploaded by the node agent (engine key redacted).

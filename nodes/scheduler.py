@@ -34,6 +34,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from nodes.agent import protocol
+
 logger = logging.getLogger(__name__)
 
 GIB = 1 << 30
@@ -58,7 +60,7 @@ class DeviceView:
     exclusive: bool = field(init=False)  # a GPU: one worker at a time
 
     def __post_init__(self) -> None:
-        self.exclusive = self.kind == "gpu"
+        self.exclusive = protocol.is_exclusive(self.kind)
 
     def fits(self, need: int) -> bool:
         return self.free >= need and not (self.busy and self.exclusive)
@@ -411,7 +413,7 @@ def schedule() -> ScheduleReport:
                 total=gpu.memory_total_bytes,
                 # Exclusive GPUs: memory someone else uses is not ours to give.
                 free=max(gpu.memory_total_bytes - gpu.memory_used_bytes, 0)
-                if gpu.kind == "gpu"
+                if gpu.is_exclusive
                 else gpu.memory_total_bytes,
             )
             devices[gpu.pk] = view

@@ -45,8 +45,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     S.STOPPED: frozenset(),
 }
 
-TERMINAL = frozenset({S.STOPPED})
-
 
 class IllegalTransition(Exception):
     def __init__(self, worker_id: int, current: str, wanted: str) -> None:
@@ -60,11 +58,6 @@ class IllegalTransition(Exception):
 
 def can_transition(current: str, wanted: str) -> bool:
     return wanted in ALLOWED.get(current, frozenset())
-
-
-def sources_of(wanted: str) -> list[str]:
-    """The states from which ``wanted`` may be entered."""
-    return [state for state, targets in ALLOWED.items() if wanted in targets]
 
 
 def transition(

@@ -268,14 +268,23 @@ def test_the_feed_lists_the_nodes_workers_with_their_command_inputs_and_key(
     (spec,) = response.json()["workers"]
     assert spec["id"] == worker.pk
     assert spec["served_model_name"] == "tiny-llama"
-    assert spec["model_path"] == "/models/tiny"
-    assert spec["python"] == "/opt/vllm/bin/python"
     assert spec["env"] == {"X": "1"}
     assert spec["gpu_uuids"] == ["GPU-node-a-tiny"]
     assert spec["device_kind"] == "gpu"
-    assert spec["args"][:4] == ["--dtype", "float32", "--max-model-len", "1024"]
+    # The whole command line but --host and --port, which the agent picks.
+    command = spec["command"]
+    assert command[:7] == [
+        "/opt/vllm/bin/python",
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "/models/tiny",
+        "--served-model-name",
+        "tiny-llama",
+    ]
+    assert command[7:11] == ["--dtype", "float32", "--max-model-len", "1024"]
     # extra_args follow, in the order the database keeps them (jsonb reorders keys).
-    rest = spec["args"][4:]
+    rest = command[11:]
     assert sorted(rest) == ["--enforce-eager", "--gpu-memory-utilization", "0.3"]
     assert rest[rest.index("--gpu-memory-utilization") + 1] == "0.3"
     assert spec["api_key"] == worker_api_key(worker.pk)
@@ -395,7 +404,7 @@ def test_failures_carry_exit_code_and_log_tail_with_the_key_redacted(
     worker.refresh_from_db()
     assert (worker.state, worker.last_exit_code, worker.last_error) == ("failed", -9, "exited")
     assert key not in worker.log_tail
-    assert "api_key=[redacted]" in worker.log_tail
+    assert "api_key=[engine key redacted]" in worker.log_tail
     assert worker.events.last().exit_code == -9  # type: ignore[union-attr]
 
 
@@ -423,7 +432,7 @@ def test_an_uploaded_log_tail_is_kept_without_the_key(
     )
     assert response.status_code == 204
     worker.refresh_from_db()
-    assert worker.log_tail == "INFO ready\nkey [redacted]\n"
+    assert worker.log_tail == "INFO ready\nkey [engine key redacted]\n"
 
 
 # --- the state machine itself ----------------------------------------------------------------

@@ -86,7 +86,8 @@ def test_cordoning_a_node_is_a_patch_of_its_state_and_is_audited(platform_admin:
         format="json",
     )
     assert response.status_code == 200
-    event = AuditEvent.objects.get(action="update", object_id=str(node.pk))
+    # The same change as POST …/cordon/ and the dashboard's button: one action name.
+    event = AuditEvent.objects.get(action="cordon", object_id=str(node.pk))
     assert event.changes["state"] == ["ready", "cordoned"]
     assert event.via == "api"
     assert event.actor == platform_admin.user

@@ -771,7 +771,7 @@ def test_the_nodes_page_shows_gpus_their_holders_and_failing_workers(
     assert 'id="troubled-workers"' in overview
 
 
-def test_restart_and_drain_set_the_workers_desired_state(
+def test_restart_and_drain_are_asked_of_the_workers_agent(
     platform_admin: Any, version: ModelVersion
 ) -> None:
     node = add_node("gpu-1")
@@ -783,13 +783,18 @@ def test_restart_and_drain_set_the_workers_desired_state(
     )
     assert restarted.status_code == 200
     worker.refresh_from_db()
-    assert (worker.desired_state, worker.state) == ("running", WorkerState.PENDING)
+    # A new generation: the agent replaces the engine (nodes.services.restart_worker).
+    assert (worker.desired_state, worker.state, worker.generation) == (
+        "running",
+        WorkerState.FAILED,
+        1,
+    )
     htmx(client, "post", reverse("dashboard:worker-action", args=[worker.pk, "drain"]))
     worker.refresh_from_db()
     assert worker.desired_state == "stopped"
     assert (
         client.post(reverse("dashboard:worker-action", args=[worker.pk, "explode"])).status_code
-        == 403
+        == 404
     )
     assert list(
         AuditEvent.objects.filter(object_type="nodes.Worker")

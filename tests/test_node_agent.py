@@ -27,21 +27,25 @@ from django.core.management import call_command
 from django.test import override_settings
 from pytest_django.live_server_helper import LiveServer
 
+from controlplane.audit import Via
 from models_registry.management.commands.register_runtime import CPU_ENVIRONMENT
-from models_registry.models import EngineRuntime, Model, ModelVersion, VersionState
-from nodes import credentials
+from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion, VersionState
+from nodes import credentials, services
 from nodes.agent.supervisor import group_members
 from nodes.models import Deployment, DesiredState, Node, NodeState, Worker, WorkerEvent
 from nodes.secrets import worker_api_key
 from nodes.tasks import mark_lost_nodes
+from tenants.models import ApiKey, PriorityClass, Tenant
 
 from . import agent_support
 from .agent_support import AgentProcess
+from .gateway_support import EmbeddedGateway
 
 ROOT = Path(settings.BASE_DIR)
 ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
 TINY_MODEL = ROOT / "var" / "models" / "tiny-llama"
 SERVER_PORTS = range(8091, 8100)
+GATEWAY_PORT = 8105
 PORT_RANGES = {"node-a": "8110-8119", "node-b": "8120-8129"}
 HEARTBEAT_TIMEOUT = 4
 ENGINE_START_TIMEOUT = 300  # seconds; engines share two cores with other test runs
@@ -201,7 +205,19 @@ def stack(
                 agent.stop(signal.SIGKILL)
             kill_engines()
             call_command("flush", interactive=False, verbosity=0)
+            close_other_sessions()
             signal.signal(signal.SIGTERM, previous)
+
+
+def close_other_sessions() -> None:
+    """Connections the gateway's threads left open would block dropping the test database."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def the_deployment(stack: Stack) -> Deployment:
@@ -330,6 +346,46 @@ def test_restarting_the_agent_readopts_its_running_worker_instead_of_starting_an
     assert Worker.objects.filter(deployment=worker.deployment).exclude(state="stopped").count() == 1
 
 
+def test_a_restart_asked_for_replaces_a_ready_engine_through_the_state_machine(
+    stack: Stack,
+) -> None:
+    worker = ready_worker(the_deployment(stack))
+    old_pid, restarts = worker.pid, worker.restarts
+    assert old_pid is not None
+    last_event = WorkerEvent.objects.filter(worker=worker).order_by("id").last()
+    assert last_event is not None
+
+    services.restart_worker(worker, via=Via.DASHBOARD)
+
+    failed = wait_for(
+        "the agent to stop the stale engine",
+        lambda: WorkerEvent.objects.filter(
+            worker=worker, to_state="failed", id__gt=last_event.id
+        ).first(),
+        timeout=60,
+    )
+    assert failed.from_state == "ready"
+    assert failed.reason == "a restart was asked for; restarting"
+    assert processes_in_group(old_pid) == []
+    fresh = wait_for(
+        "the restarted engine to be ready",
+        lambda: (
+            Worker.objects.filter(pk=worker.pk, state="ready", ready_at__gt=failed.created_at)
+            .exclude(pid=old_pid)
+            .first()
+        ),
+        timeout=ENGINE_START_TIMEOUT,
+    )
+    assert fresh.pid != old_pid and fresh.restarts == restarts + 1
+    moves = WorkerEvent.objects.filter(worker=worker, id__gt=last_event.id).order_by("id")
+    assert [(e.from_state, e.to_state) for e in moves] == [
+        ("ready", "failed"),
+        ("failed", "starting"),
+        ("starting", "ready"),
+    ]
+    assert assert_history_is_legal() > 0
+
+
 def test_a_stopped_node_hands_its_workers_to_the_other_node(stack: Stack) -> None:
     deployment = the_deployment(stack)
     worker = ready_worker(deployment)
@@ -419,3 +475,64 @@ def test_repeated_crashes_end_in_crash_looping_with_the_engines_last_words(
     )
     assert engine_processes() == []
     assert assert_history_is_legal() >= 8
+
+
+def test_a_priority_scheduled_version_gets_the_tenants_priority_through_the_gateway(
+    stack: Stack,
+) -> None:
+    """The version spells the policy with dashes, as validation allows; the engine logs each
+    request body (DEBUG, --enable-log-requests), so the priority it received can be read."""
+    runtime = EngineRuntime.objects.create(
+        name="vllm-cpu-debug",
+        version="0.32.0",
+        python_path=str(ENGINE_PYTHON),
+        environment=dict(CPU_ENVIRONMENT) | {"VLLM_LOGGING_LEVEL": "DEBUG"},
+    )
+    model = Model.objects.create(name="tiny-prio")
+    version = ModelVersion.objects.create(
+        model=model,
+        label="v1",
+        runtime=runtime,
+        weights_source=str(TINY_MODEL),
+        dtype="float32",
+        state=VersionState.ACTIVE,
+        extra_args={
+            "gpu-memory-utilization": 0.3,
+            "enforce-eager": True,
+            "--scheduling-policy": "priority",
+            "enable-log-requests": True,
+        },
+    )
+    tenant = Tenant.objects.create(slug="low", name="Low", priority_class=PriorityClass.LOW)
+    ModelGrant.objects.create(tenant=tenant, model=model)
+    _, key = ApiKey.issue(tenant=tenant, name="batch")
+    deployment = Deployment.objects.create(model_version=version, name="prio")
+    worker = ready_worker(deployment)
+    engine_log = agent_of(stack, worker).state_dir / "logs" / f"worker-{worker.pk}.log"
+    assert "--scheduling-policy priority" in engine_log.read_text(errors="replace")
+
+    gateway = EmbeddedGateway(GATEWAY_PORT)
+    try:
+        client = openai.OpenAI(
+            base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=120
+        )
+        chat = client.chat.completions.create(
+            model="tiny-prio", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert chat.choices[0].message.content is not None
+    finally:
+        gateway.stop()
+    # A low-priority tenant's requests carry vLLM priority 20 (tenants.models.ENGINE_PRIORITY).
+    body = wait_for(
+        "the engine to log the request body",
+        lambda: [
+            line
+            for line in engine_log.read_text(errors="replace").splitlines()
+            if "JSON body" in line and "tiny-prio" in line
+        ],
+        timeout=30,
+    )
+    assert '"priority":20' in body[-1]
+
+    deployment.delete()
+    wait_for("the priority engine to stop", lambda: engine_processes() == [], timeout=60)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from nodes.agent import discovery
+from nodes.agent import discovery, protocol
 from nodes.agent.client import ControlPlaneClient
+from nodes.agent.protocol import Assignment
 from nodes.agent.supervisor import (
+    Failures,
     Running,
     Supervisor,
     SupervisorSettings,
-    engine_command,
     group_members,
     worker_environment,
 )
@@ -104,27 +105,29 @@ def test_an_engine_gets_its_key_and_gpus_in_its_environment_and_none_of_the_agen
     monkeypatch.setenv("SECRET_KEY", "django-secret")
     monkeypatch.setenv("DATABASE_URL", "postgres://secret@db/x")
     monkeypatch.setenv("HF_HOME", "/models/hf")
-    spec = {"env": {"VLLM_CPU_KVCACHE_SPACE": "1"}, "gpu_uuids": ["GPU-a", "GPU-b"]}
-    env = worker_environment(spec, api_key="cpw-key")
+    env = worker_environment({"VLLM_CPU_KVCACHE_SPACE": "1"}, ["GPU-a", "GPU-b"], "cpw-key")
     assert env["CUDA_VISIBLE_DEVICES"] == "GPU-a,GPU-b"
     assert env["VLLM_API_KEY"] == "cpw-key"
     assert env["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert env["HF_HOME"] == "/models/hf"
     assert not {"NODE_CREDENTIAL", "SECRET_KEY", "DATABASE_URL"} & set(env)
-    assert worker_environment({"env": {}, "gpu_uuids": []}, "k")["CUDA_VISIBLE_DEVICES"] == ""
+    assert worker_environment({}, [], "k")["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_the_engine_command_carries_no_key() -> None:
-    spec = {
-        "python": "/opt/vllm/bin/python",
-        "model_path": "/models/tiny",
-        "served_model_name": "tiny",
-        "args": ["--dtype", "float32"],
-        "api_key": "cpw-secret",
-    }
-    command = engine_command(spec, "127.0.0.1", 8100)
-    assert command[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
-    assert command[-2:] == ["--dtype", "float32"]
+    spec = protocol.Assignment(
+        id=1,
+        deployment="tiny",
+        desired_state=protocol.RUNNING,
+        state=protocol.PENDING,
+        served_model_name="tiny",
+        command=["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--x"],
+        fingerprint="f",
+        api_key="cpw-secret",
+    )
+    command = protocol.engine_command(spec, "127.0.0.1", 8100)
+    assert command[:4] == spec.command
+    assert command[4:] == ["--host", "127.0.0.1", "--port", "8100"]
     assert "cpw-secret" not in " ".join(command)
     assert "--api-key" not in command
 
@@ -150,7 +153,7 @@ def test_the_log_tail_hides_the_engine_key(tmp_path: Path) -> None:
     sup._keys[7] = "cpw-secret"
     log = tmp_path / "worker-7.log"
     log.write_text("one\nkey=cpw-secret\nthree\n")
-    assert sup.log_tail(log, 7) == "key=[redacted]\nthree"
+    assert sup.log_tail(log, 7) == "key=[engine key redacted]\nthree"
 
 
 def test_ports_in_use_are_skipped(tmp_path: Path) -> None:
@@ -184,3 +187,44 @@ def test_discovery_runs_standalone_and_prints_json() -> None:
     )
     facts = json.loads(out.stdout)
     assert facts["devices"] and {"cpu_count", "memory_bytes", "nvml"} <= set(facts)
+
+
+def sleeper(worker_id: int, generation: int, state: str = protocol.CRASH_LOOPING) -> Assignment:
+    return protocol.Assignment(
+        id=worker_id,
+        deployment="d",
+        desired_state=protocol.RUNNING,
+        state=state,
+        served_model_name="m",
+        command=[sys.executable, "-c", "import time; time.sleep(600)"],
+        fingerprint=f"f{generation}",
+        api_key="cpw-k",
+        generation=generation,
+    )
+
+
+def test_a_restart_asked_for_skips_the_backoff_of_a_crash_looping_worker(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path, port_range=(8106, 8108))
+    sup.failures[1] = Failures(consecutive=4, next_start_at=sup.clock() + 1000, generation=0)
+    try:
+        sup.reconcile([sleeper(1, generation=0)])
+        assert 1 not in sup.running  # still waiting out its backoff
+        sup.reconcile([sleeper(1, generation=1)])
+        assert 1 in sup.running  # a restart was asked for: started at once
+        assert sup.failures[1] == Failures(consecutive=0, next_start_at=0.0, generation=1)
+    finally:
+        sup.stop_all(report=False)
+
+
+def test_the_state_file_keeps_failure_counts_with_their_generation(tmp_path: Path) -> None:
+    first = supervisor(tmp_path)
+    first.failures[1] = Failures(consecutive=3, next_start_at=99.0, generation=2)
+    first.save_state()
+    second = supervisor(tmp_path)
+    second.adopt()
+    assert second.failures[1] == Failures(consecutive=3, next_start_at=0.0, generation=2)
+    # What an agent before generations wrote: a bare count.
+    (tmp_path / "workers.json").write_text('{"running": {}, "failures": {"5": 4}}')
+    third = supervisor(tmp_path)
+    third.adopt()
+    assert third.failures[5] == Failures(consecutive=4, generation=0)

@@ -9,15 +9,15 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 from django.db.models.deletion import ProtectedError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from controlplane.audit import Via
 from dashboard import logs
 from dashboard.access import (
     actor,
-    changed_fields,
     is_partial,
     member_view,
     own_tenant_id,
@@ -35,13 +35,13 @@ from dashboard.forms import (
 )
 from dashboard.views.tenants import redirect_after_save
 from models_registry.models import EngineRuntime, Model, ModelVersion
+from nodes import services
 from nodes.models import (
     ACTIVE_WORKER_STATES,
     Deployment,
     DesiredState,
     Gpu,
     Node,
-    NodeState,
     Worker,
     WorkerState,
 )
@@ -267,11 +267,11 @@ def deployment_update(request: HttpRequest, deployment_id: int) -> HttpResponse:
         return respond(
             request, "dashboard/deployment_edit.html", "htmx/deployment_row.html", context, 422
         )
-    with transaction.atomic():
-        changes = changed_fields(form)
-        form.save()
-        if changes:
-            record(request, "scale", deployment, changes)
+    services.scale_deployment(
+        deployment,
+        **{name: form.cleaned_data[name] for name in services.SCALE_FIELDS},
+        **who_did_it(request),
+    )
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
     saved = {"deployment": annotated_deployment(deployment_id), "saved": True}
@@ -344,24 +344,32 @@ def node_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 
 NODE_ACTIONS = {
-    "cordon": (NodeState.CORDONED, "cordoned from the dashboard"),
-    "drain": (NodeState.DRAINING, "draining from the dashboard"),
-    "uncordon": (NodeState.READY, ""),
+    "cordon": services.cordon_node,
+    "drain": services.drain_node,
+    "uncordon": services.uncordon_node,
 }
+
+
+def who_did_it(request: HttpRequest) -> dict[str, Any]:
+    """The audit fields of a change made through the dashboard."""
+    return {
+        "actor": request.user,
+        "via": Via.DASHBOARD,
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+    }
 
 
 @require_POST
 @platform_admin_view
 def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
     node = get_object_or_404(Node, name=name)
-    if action not in NODE_ACTIONS:
-        raise PermissionDenied(f"Unknown node action {action!r}.")
-    state, reason = NODE_ACTIONS[action]
-    with transaction.atomic():
-        old = node.state
-        node.state, node.state_reason = state, reason
-        node.save(update_fields=["state", "state_reason", "updated_at"])
-        record(request, action, node, {"state": [old, state]})
+    operation = NODE_ACTIONS.get(action)
+    if operation is None:
+        raise Http404(f"Unknown node action {action!r}.")
+    try:
+        operation(node, f"{action} from the dashboard", **who_did_it(request))
+    except services.Refused as exc:
+        return HttpResponse(str(exc), status=409)
     return node_answer(request, node.name)
 
 
@@ -383,30 +391,22 @@ def worker_log(request: HttpRequest, worker_id: int) -> HttpResponse:
     return respond(request, "dashboard/worker_log.html", "htmx/worker_log.html", context)
 
 
+WORKER_ACTIONS = {"restart": services.restart_worker, "drain": services.drain_worker}
+
+
 @require_POST
 @platform_admin_view
 def worker_action(request: HttpRequest, worker_id: int, action: str) -> HttpResponse:
-    """Only desired state is written here; the node agent carries it out.
-
-    restart: the agent sees a wanted worker back in `pending` and starts it afresh;
-    drain: the worker is no longer wanted, so the agent drains and stops it.
-    """
+    """restart: the node agent replaces the engine with a fresh one; drain: the worker is no
+    longer wanted, so its agent drains and stops it (nodes.services says how)."""
     worker = get_object_or_404(Worker.objects.select_related("node", "deployment"), pk=worker_id)
-    who = request.user
-    with transaction.atomic():
-        before = {"desired_state": worker.desired_state, "state": worker.state}
-        if action == "restart":
-            worker.desired_state = DesiredState.RUNNING
-            worker.state = WorkerState.PENDING
-            worker.state_reason = f"restart requested from the dashboard by {who}"
-        elif action == "drain":
-            worker.desired_state = DesiredState.STOPPED
-            worker.state_reason = f"drain requested from the dashboard by {who}"
-        else:
-            raise PermissionDenied(f"Unknown worker action {action!r}.")
-        worker.save(update_fields=["desired_state", "state", "state_reason", "updated_at"])
-        after = {"desired_state": worker.desired_state, "state": worker.state}
-        record(request, action, worker, {k: [before[k], after[k]] for k in before})
+    operation = WORKER_ACTIONS.get(action)
+    if operation is None:
+        raise Http404(f"Unknown worker action {action!r}.")
+    try:
+        operation(worker, **who_did_it(request))
+    except services.Refused as exc:
+        return HttpResponse(str(exc), status=409)
     if worker.node is None:
         return redirect_after_save(request, reverse("dashboard:deployments"))
     return node_answer(request, worker.node.name)

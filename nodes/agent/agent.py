@@ -61,7 +61,7 @@ class Agent:
 
     def tick(self) -> None:
         usage = discovery.device_usage(self.devices, self.name)
-        self.client.heartbeat(usage, sorted(self.supervisor.running))
+        self.client.heartbeat(usage)
         self.supervisor.reconcile(self.client.assignments())
 
     def run(self, stop_workers_on_exit: bool = False) -> None:

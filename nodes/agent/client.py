@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from nodes.agent.protocol import Assignment, Report
+
 
 class ControlPlaneError(Exception):
     """The control plane answered with an error status (status 0: it could not be reached)."""
@@ -55,19 +57,17 @@ class ControlPlaneClient:
         result: dict[str, Any] = self._request("POST", "register", info)
         return result
 
-    def heartbeat(self, devices: list[dict[str, Any]], running: list[int]) -> dict[str, Any]:
-        result: dict[str, Any] = self._request(
-            "POST", "heartbeat", {"devices": devices, "running_workers": running}
-        )
+    def heartbeat(self, devices: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", "heartbeat", {"devices": devices})
         return result
 
-    def assignments(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self._request("GET", "workers")["workers"]
-        return result
+    def assignments(self) -> list[Assignment]:
+        feed: list[dict[str, Any]] = self._request("GET", "workers")["workers"]
+        return [Assignment.from_json(entry) for entry in feed]
 
-    def transition(self, worker_id: int, state: str, **fields: Any) -> dict[str, Any]:
-        body = {"state": state, **{k: v for k, v in fields.items() if v is not None}}
-        result: dict[str, Any] = self._request("POST", f"workers/{worker_id}/transition", body)
+    def transition(self, worker_id: int, report: Report) -> dict[str, Any]:
+        path = f"workers/{worker_id}/transition"
+        result: dict[str, Any] = self._request("POST", path, report.to_json())
         return result
 
     def upload_log(self, worker_id: int, tail: str) -> None:

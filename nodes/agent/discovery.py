@@ -21,6 +21,8 @@ import subprocess
 import sys
 from typing import Any
 
+from nodes.agent import protocol
+
 
 def _meminfo() -> dict[str, int]:
     values: dict[str, int] = {}
@@ -72,7 +74,7 @@ def nvml_devices() -> list[dict[str, Any]] | None:
                     "index": index,
                     "uuid": uuid.decode() if isinstance(uuid, bytes) else uuid,
                     "name": name.decode() if isinstance(name, bytes) else name,
-                    "kind": "gpu",
+                    "kind": protocol.GPU,
                     "memory_total_bytes": int(memory.total),
                     "memory_used_bytes": int(memory.used),
                 }
@@ -89,7 +91,7 @@ def cpu_pseudo_device(node_name: str) -> dict[str, Any]:
         # Unique per node (two agents on one host act as two nodes).
         "uuid": f"cpu-{node_name}",
         "name": f"CPU ({cpu_count()} cores)",
-        "kind": "cpu",
+        "kind": protocol.CPU,
         "memory_total_bytes": total,
         "memory_used_bytes": used,
     }
@@ -109,7 +111,7 @@ def discover(node_name: str, *, force_cpu: bool = False) -> dict[str, Any]:
 
 def device_usage(devices: list[dict[str, Any]], node_name: str) -> list[dict[str, Any]]:
     """Current memory use of the registered devices, for heartbeats."""
-    if any(d["kind"] == "gpu" for d in devices):
+    if any(d["kind"] == protocol.GPU for d in devices):
         fresh = nvml_devices() or []
         return [{"uuid": d["uuid"], "memory_used_bytes": d["memory_used_bytes"]} for d in fresh]
     _, used = host_memory()
@@ -129,9 +131,7 @@ def check_assignment(uuids: list[str], python: str) -> dict[str, Any]:
     """Run a child with the environment a worker holding ``uuids`` gets; report what it sees."""
     from nodes.agent.supervisor import worker_environment
 
-    env = worker_environment(
-        {"env": {}, "gpu_uuids": uuids, "device_kind": "gpu"}, api_key="check-only"
-    )
+    env = worker_environment({}, uuids, api_key="check-only")
     out = subprocess.run(
         [python, "-c", CHECK_SNIPPET], env=env, capture_output=True, text=True, timeout=120
     )

@@ -9,6 +9,10 @@ report converges to the same place.
 
 The engine key goes to the engine in its environment (``VLLM_API_KEY``), never on its command
 line, so it shows neither in ``ps`` nor in the arguments vLLM logs at start.
+
+Longer than the project's ~400 lines on purpose: reconcile, start, stop, probe, logs and
+reports are one process lifecycle that shares ``running``/``failures`` and the state file;
+split apart, the idempotence argument above would have to be read across modules.
 """
 
 from __future__ import annotations
@@ -23,12 +27,24 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodes.agent import protocol
 from nodes.agent.client import ControlPlaneClient, ControlPlaneError
+from nodes.agent.protocol import (
+    CRASH_LOOPING,
+    DRAINING,
+    FAILED,
+    PENDING,
+    READY,
+    STARTING,
+    STOPPED,
+    Assignment,
+    Report,
+)
 
 logger = logging.getLogger("nodes.agent")
 
@@ -38,37 +54,22 @@ PASSTHROUGH = {"PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ", "LD_LIB
 PASSTHROUGH_PREFIXES = ("HF_", "VLLM_", "CUDA_", "NCCL_", "OMP_", "TRANSFORMERS_", "TORCH")
 
 
-def worker_environment(spec: dict[str, Any], api_key: str) -> dict[str, str]:
+def worker_environment(
+    runtime_env: Mapping[str, str], gpu_uuids: Sequence[str], api_key: str
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if k in PASSTHROUGH or k.startswith(PASSTHROUGH_PREFIXES)
     }
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    env.update({str(k): str(v) for k, v in runtime_env.items()})
     # Pinned by UUID (indexes can differ between NVML and CUDA). A CPU worker sees no GPU.
-    env["CUDA_VISIBLE_DEVICES"] = ",".join(spec.get("gpu_uuids") or [])
+    env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_uuids)
     env["VLLM_API_KEY"] = api_key
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def engine_command(spec: dict[str, Any], host: str, port: int) -> list[str]:
-    return [
-        spec["python"],
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        spec["model_path"],
-        "--served-model-name",
-        spec["served_model_name"],
-        "--host",
-        host,
-        "--port",
-        str(port),
-        *spec["args"],
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,17 +126,19 @@ class Running:
     served_model_name: str
     log_path: str
     started_at: float
-    state: str = "starting"  # "starting" until probed ready, then "ready"
+    state: str = STARTING  # STARTING until probed ready, then READY
     ready_since: float | None = None
     failed_probes: int = 0
     log_uploaded_size: int = -1
     log_uploaded_at: float = 0.0
+    generation: int = 0  # the assignment's, when started; a raised one is a restart request
 
 
 @dataclass
 class Failures:
     consecutive: int = 0
     next_start_at: float = 0.0
+    generation: int = 0  # of the assignment that failed; a newer one (a restart) starts afresh
 
 
 @dataclass
@@ -180,8 +183,8 @@ class Supervisor:
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         data = {
             "running": {str(k): asdict(v) for k, v in self.running.items()},
-            # Monotonic times mean nothing after a restart; keep only the counts.
-            "failures": {str(k): v.consecutive for k, v in self.failures.items()},
+            # Monotonic times mean nothing after a restart; keep the counts and generations.
+            "failures": {str(k): [v.consecutive, v.generation] for k, v in self.failures.items()},
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1))
@@ -222,50 +225,63 @@ class Supervisor:
             elif group_members(run.pgid):
                 # The leader is gone but children linger: clean them up.
                 self._kill_group(run.pgid)
-        for worker_id, count in data.get("failures", {}).items():
-            self.failures[int(worker_id)] = Failures(consecutive=int(count))
+        for worker_id, saved in data.get("failures", {}).items():
+            # A bare count is what agents before the generation wrote.
+            count, generation = saved if isinstance(saved, list) else (saved, 0)
+            self.failures[int(worker_id)] = Failures(
+                consecutive=int(count), generation=int(generation)
+            )
         self.save_state()
         return adopted
 
     # --- reconcile -----------------------------------------------------------------------
 
-    def reconcile(self, assignments: list[dict[str, Any]]) -> None:
-        wanted = {spec["id"]: spec for spec in assignments}
+    def reconcile(self, assignments: Sequence[Assignment]) -> None:
+        wanted = {spec.id: spec for spec in assignments}
         for spec in assignments:
-            self._keys[spec["id"]] = spec["api_key"]
+            self._keys[spec.id] = spec.api_key
 
         for worker_id, run in list(self.running.items()):
             assigned = wanted.get(worker_id)
             if assigned is None:
                 logger.info("worker %s is no longer assigned here; stopping it", worker_id)
                 self.stop(worker_id)
-            elif assigned["desired_state"] == "stopped":
-                self._report(worker_id, "draining", reason="stopping: no longer wanted")
+            elif not assigned.wanted:
+                self._report(worker_id, DRAINING, reason="stopping: no longer wanted")
                 self.stop(worker_id)
-                self._report(worker_id, "stopped", reason="stopped by the node agent")
-                assigned["state"] = "stopped"  # reported; a failed report repeats next round
-            elif assigned["fingerprint"] != run.fingerprint:
+                self._report(worker_id, STOPPED, reason="stopped by the node agent")
+                assigned.state = STOPPED  # reported; a failed report repeats next round
+            elif assigned.fingerprint != run.fingerprint:
+                # Its command, environment or devices changed, or a restart was asked for
+                # (the worker's generation is in the fingerprint): replace the engine.
                 self.stop(worker_id)
-                self._report(worker_id, "failed", reason="its configuration changed; restarting")
-                self.failures[worker_id] = Failures(0, 0.0)
+                why = (
+                    "a restart was asked for"
+                    if assigned.generation != run.generation
+                    else "its configuration changed"
+                )
+                self._report(worker_id, FAILED, reason=f"{why}; restarting")
+                assigned.state = FAILED
+                self.failures[worker_id] = Failures(generation=assigned.generation)
             else:
                 self._check(assigned, run)
 
         for worker_id, spec in wanted.items():
             if worker_id in self.running:
                 continue
-            if spec["desired_state"] == "stopped":
-                if spec["state"] != "stopped":
-                    self._report(worker_id, "stopped", reason="stopped by the node agent")
+            if not spec.wanted:
+                if spec.state != STOPPED:
+                    self._report(worker_id, STOPPED, reason="stopped by the node agent")
                 continue
-            if spec["state"] in ("starting", "ready"):
+            if spec.state in (STARTING, READY):
                 # The control plane believes it runs, but nothing of ours does (it died while
                 # the agent was down, or the agent's state was lost).
-                self._report(
-                    worker_id, "failed", reason="engine not running on the node; restarting"
-                )
-                spec["state"] = "failed"
+                self._report(worker_id, FAILED, reason="engine not running on the node; restarting")
+                spec.state = FAILED
             failures = self.failures.get(worker_id)
+            if failures and failures.generation != spec.generation:
+                # A restart was asked for: no backoff, and a fresh count toward crash-looping.
+                failures = self.failures[worker_id] = Failures(generation=spec.generation)
             if failures and failures.next_start_at > self.clock():
                 continue
             self.start(spec)
@@ -275,7 +291,7 @@ class Supervisor:
                 del self.failures[worker_id]
         self.save_state()
 
-    def _check(self, spec: dict[str, Any], run: Running) -> None:
+    def _check(self, spec: Assignment, run: Running) -> None:
         worker_id = run.worker_id
         self._rotate_log(Path(run.log_path))
         exit_code = self._exited(run)
@@ -289,15 +305,15 @@ class Supervisor:
                 exit_code=code,
             )
             return
-        healthy = self._probe(run, spec["api_key"])
-        if spec["state"] in ("pending", "failed", "crash_looping"):
+        healthy = self._probe(run, spec.api_key)
+        if spec.state in (PENDING, FAILED, CRASH_LOOPING):
             # A report got lost (or the agent restarted): catch the control plane up.
-            self._report(worker_id, "starting", reason="engine running", pid=run.pid, port=run.port)
-            spec["state"] = "starting"
-        if run.state == "starting":
+            self._report(worker_id, STARTING, reason="engine running", pid=run.pid, port=run.port)
+            spec.state = STARTING
+        if run.state == STARTING:
             if healthy:
-                run.state, run.ready_since, run.failed_probes = "ready", self.clock(), 0
-                self._report(worker_id, "ready", reason=f"answering on port {run.port}")
+                run.state, run.ready_since, run.failed_probes = READY, self.clock(), 0
+                self._report(worker_id, READY, reason=f"answering on port {run.port}")
                 logger.info("worker %s ready on port %s", worker_id, run.port)
             elif self.clock() - run.started_at > self.settings.start_timeout:
                 self._stop_group(run)
@@ -306,13 +322,13 @@ class Supervisor:
                     run,
                     f"did not become ready within {self.settings.start_timeout:.0f}s",
                 )
-            elif spec["state"] != "starting":
-                self._report(worker_id, "starting", pid=run.pid, port=run.port)
+            elif spec.state != STARTING:
+                self._report(worker_id, STARTING, pid=run.pid, port=run.port)
             return
         if healthy:
             run.failed_probes = 0
-            if spec["state"] != "ready":
-                self._report(worker_id, "ready", reason=f"answering on port {run.port}")
+            if spec.state != READY:
+                self._report(worker_id, READY, reason=f"answering on port {run.port}")
             if (
                 run.ready_since is not None
                 and self.clock() - run.ready_since > self.settings.healthy_reset_seconds
@@ -326,14 +342,14 @@ class Supervisor:
             self._fail(spec, run, f"engine stopped answering ({run.failed_probes} failed probes)")
 
     def _fail(
-        self, spec: dict[str, Any], run: Running, reason: str, exit_code: int | None = None
+        self, spec: Assignment, run: Running, reason: str, exit_code: int | None = None
     ) -> None:
         worker_id = run.worker_id
         del self.running[worker_id]
         children = self.children.pop(run.pid, None)
         if children is not None:
             children.poll()
-        failures = self.failures.setdefault(worker_id, Failures())
+        failures = self.failures.setdefault(worker_id, Failures(generation=spec.generation))
         failures.consecutive += 1
         delay = min(
             self.settings.backoff_base * 2 ** (failures.consecutive - 1), self.settings.backoff_cap
@@ -343,17 +359,17 @@ class Supervisor:
         logger.warning(
             "worker %s (deployment %s) failed on port %s: %s; restart %s in %.0fs",
             worker_id,
-            spec.get("deployment"),
+            spec.deployment,
             run.port,
             reason,
             failures.consecutive,
             delay,
         )
-        self._report(worker_id, "failed", reason=reason, exit_code=exit_code, log_tail=tail)
+        self._report(worker_id, FAILED, reason=reason, exit_code=exit_code, log_tail=tail)
         if failures.consecutive >= self.settings.crash_loop_after:
             self._report(
                 worker_id,
-                "crash_looping",
+                CRASH_LOOPING,
                 reason=f"{failures.consecutive} failures in a row, last: {reason}; "
                 f"retrying every {delay:.0f}s",
                 exit_code=exit_code,
@@ -376,20 +392,20 @@ class Supervisor:
             return port
         raise RuntimeError(f"no free port in {low}-{high}")
 
-    def start(self, spec: dict[str, Any]) -> Running | None:
-        worker_id = spec["id"]
+    def start(self, spec: Assignment) -> Running | None:
+        worker_id = spec.id
         try:
             port = self.allocate_port()
         except RuntimeError as exc:
-            self._report(worker_id, "failed", reason=str(exc))
+            self._report(worker_id, FAILED, reason=str(exc))
             return None
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"worker-{worker_id}.log"
         self._rotate_log(log_path, force=log_path.exists() and log_path.stat().st_size > 0)
-        command = engine_command(spec, self.settings.bind_host, port)
+        command = protocol.engine_command(spec, self.settings.bind_host, port)
         with open(log_path, "ab") as log:
             log.write(
-                f"=== node agent: starting worker {worker_id} (deployment {spec['deployment']})"
+                f"=== node agent: starting worker {worker_id} (deployment {spec.deployment})"
                 f" on port {port} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                 f"=== {' '.join(command)}\n".encode()
             )
@@ -400,23 +416,24 @@ class Supervisor:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=worker_environment(spec, spec["api_key"]),
+                    env=worker_environment(spec.env, spec.gpu_uuids, spec.api_key),
                     start_new_session=True,  # its own process group, out of the agent's
                 )
             except OSError as exc:
                 run = Running(
-                    worker_id, 0, 0, port, spec["fingerprint"], "", str(log_path), self.clock()
+                    worker_id, 0, 0, port, spec.fingerprint, "", str(log_path), self.clock()
                 )
                 self.running[worker_id] = run
-                self._fail(spec, run, f"could not launch {spec['python']}: {exc}")
+                self._fail(spec, run, f"could not launch {command[0]}: {exc}")
                 return None
         run = Running(
             worker_id=worker_id,
             pid=process.pid,
             pgid=process.pid,
             port=port,
-            fingerprint=spec["fingerprint"],
-            served_model_name=spec["served_model_name"],
+            fingerprint=spec.fingerprint,
+            served_model_name=spec.served_model_name,
+            generation=spec.generation,
             log_path=str(log_path),
             started_at=self.clock(),
         )
@@ -426,7 +443,7 @@ class Supervisor:
         logger.info("worker %s started: pid %s, port %s", worker_id, process.pid, port)
         result = self._report(
             worker_id,
-            "starting",
+            STARTING,
             reason=f"engine launched on port {port}",
             pid=process.pid,
             port=port,
@@ -450,10 +467,10 @@ class Supervisor:
     def stop_all(self, report: bool = True) -> None:
         for worker_id in list(self.running):
             if report:
-                self._report(worker_id, "draining", reason="node agent shutting down")
+                self._report(worker_id, DRAINING, reason="node agent shutting down")
             self.stop(worker_id)
             if report:
-                self._report(worker_id, "stopped", reason="node agent shut down")
+                self._report(worker_id, STOPPED, reason="node agent shut down")
 
     def _stop_group(self, run: Running) -> None:
         if run.pgid <= 1:
@@ -545,8 +562,7 @@ class Supervisor:
         except OSError:
             return ""
         tail = "\n".join(text.splitlines()[-self.settings.log_tail_lines :])
-        key = self._keys.get(worker_id)
-        return tail.replace(key, "[redacted]") if key else tail
+        return protocol.redact(tail, self._keys.get(worker_id))
 
     def _maybe_upload_log(self, run: Running) -> None:
         try:
@@ -569,7 +585,7 @@ class Supervisor:
     def _report(self, worker_id: int, state: str, **fields: Any) -> dict[str, Any] | int:
         """Report a transition; returns the answer, or the error status (0: unreachable)."""
         try:
-            return self.client.transition(worker_id, state, **fields)
+            return self.client.transition(worker_id, Report(state, **fields))
         except ControlPlaneError as exc:
             if exc.status == 404:
                 # The worker was deleted: whatever runs for it must go.

@@ -41,10 +41,9 @@ class DeviceUsageSerializer(serializers.Serializer):
 
 
 class HeartbeatSerializer(serializers.Serializer):
+    # What runs is learnt from the transitions the agent reports, not from heartbeats (an
+    # older agent's `running_workers` list is ignored like any unknown field).
     devices = DeviceUsageSerializer(many=True, required=False, default=list)
-    running_workers = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, default=list
-    )
 
 
 class TransitionSerializer(serializers.Serializer):

@@ -22,8 +22,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from models_registry import engine_args
+from models_registry import engine_command
 from nodes import credentials, states
+from nodes.agent import protocol
 from nodes.agent_api.authentication import (
     BootstrapToken,
     IsNodeAgent,
@@ -36,15 +37,23 @@ from nodes.agent_api.serializers import (
     RegisterSerializer,
     TransitionSerializer,
 )
-from nodes.models import ACTIVE_WORKER_STATES, DeviceKind, Gpu, Node, NodeState, Worker
+from nodes.models import (
+    ACTIVE_WORKER_STATES,
+    DeviceKind,
+    Gpu,
+    Node,
+    NodeState,
+    Worker,
+    WorkerState,
+)
 from nodes.secrets import worker_api_key
 
 LOG_TAIL_LIMIT = 16_000  # characters kept of an uploaded engine log tail
 
 
 def redact(text: str, worker_id: int) -> str:
-    """Engines print their arguments; make sure the worker's key never reaches a log store."""
-    return text.replace(worker_api_key(worker_id), "[redacted]")
+    """The engine key out of text an agent sent (see protocol.redact for why here too)."""
+    return protocol.redact(text, worker_api_key(worker_id))
 
 
 class AgentView(APIView):
@@ -175,59 +184,41 @@ class HeartbeatView(AgentView):
         )
 
 
-def version_args(worker: Worker) -> list[str]:
-    """The engine flags that come from the deployment and its version."""
+def assignment(worker: Worker) -> protocol.Assignment:
+    """What the agent needs to run ``worker``, in the protocol's shape."""
     deployment = worker.deployment
     version = deployment.model_version
-    argv: list[str] = []
-    if version.dtype and version.dtype != "auto":
-        argv += ["--dtype", version.dtype]
-    if version.quantization:
-        argv += ["--quantization", version.quantization]
-    if version.max_model_len:
-        argv += ["--max-model-len", str(version.max_model_len)]
-    if version.weights_revision:
-        argv += ["--revision", version.weights_revision]
-    if not version.enable_prefix_caching:
-        argv.append("--no-enable-prefix-caching")
-    if version.speculative_config:
-        argv += ["--speculative-config", json.dumps(version.speculative_config)]
-    if deployment.gpus_per_replica > 1:
-        argv += ["--tensor-parallel-size", str(deployment.gpus_per_replica)]
-    argv += engine_args.to_cli(version.extra_args or {})
-    return argv
-
-
-def assignment(worker: Worker) -> dict[str, Any]:
-    version = worker.deployment.model_version
-    runtime = version.runtime
     devices = sorted(worker.gpus.all(), key=lambda g: g.index)
-    spec: dict[str, Any] = {
-        "id": worker.pk,
-        "deployment": worker.deployment.name,
-        "desired_state": worker.desired_state,
-        "state": worker.state,
-        "served_model_name": version.model.name,
-        "model_path": version.weights_source,
-        "args": version_args(worker),
-        "python": runtime.python_path,
-        "env": dict(runtime.environment or {}),
-        "device_kind": devices[0].kind if devices else DeviceKind.CPU,
-        "gpu_uuids": [g.uuid for g in devices if g.kind == DeviceKind.GPU],
-        "port": worker.port,
-        "pid": worker.pid,
-        "restarts": worker.restarts,
-    }
-    # Changes to any of these mean the running engine is stale and must be replaced.
-    spec["fingerprint"] = hashlib.sha256(
-        json.dumps(
-            [spec[k] for k in ("served_model_name", "model_path", "args", "python", "env")]
-            + [spec["gpu_uuids"]],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    spec["api_key"] = worker_api_key(worker.pk)
-    return spec
+    command = engine_command.build(version, gpus_per_replica=deployment.gpus_per_replica)
+    env = {str(k): str(v) for k, v in (version.runtime.environment or {}).items()}
+    # Only exclusive devices (GPUs) are handed to the engine; the CPU pseudo-device is shared.
+    gpu_uuids = [g.uuid for g in devices if g.is_exclusive]
+    return protocol.Assignment(
+        id=worker.pk,
+        deployment=deployment.name,
+        desired_state=worker.desired_state,
+        state=worker.state,
+        served_model_name=version.model.name,
+        command=command,
+        env=env,
+        device_kind=devices[0].kind if devices else DeviceKind.CPU,
+        gpu_uuids=gpu_uuids,
+        port=worker.port,
+        pid=worker.pid,
+        restarts=worker.restarts,
+        generation=worker.generation,
+        fingerprint=fingerprint(command, env, gpu_uuids, worker.generation),
+        api_key=worker_api_key(worker.pk),
+    )
+
+
+def fingerprint(
+    command: list[str], env: dict[str, str], gpu_uuids: list[str], generation: int
+) -> str:
+    """Changes whenever the running engine is stale and must be replaced: a different command
+    line, environment or set of devices, or a restart asked for (a raised generation)."""
+    material = json.dumps([command, env, gpu_uuids, generation], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 @extend_schema(exclude=True)
@@ -235,14 +226,14 @@ class AssignmentsView(AgentView):
     def get(self, request: Request) -> Response:
         workers: QuerySet[Worker] = (
             Worker.objects.filter(node=self.node)
-            .exclude(state="stopped")
+            .exclude(state=WorkerState.STOPPED)
             .select_related(
                 "deployment__model_version__model", "deployment__model_version__runtime"
             )
             .prefetch_related("gpus")
             .order_by("id")
         )
-        return Response({"workers": [assignment(w) for w in workers]})
+        return Response({"workers": [assignment(w).to_json() for w in workers]})
 
 
 @extend_schema(exclude=True)

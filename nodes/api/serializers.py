@@ -113,6 +113,7 @@ class WorkerSerializer(serializers.ModelSerializer[Worker]):
             "port",
             "pid",
             "restarts",
+            "generation",
             "last_exit_code",
             "last_error",
             "started_at",
