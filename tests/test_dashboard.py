@@ -136,24 +136,47 @@ PLATFORM_PAGES = ["tenants", "deployments", "nodes"]
 def test_every_page_renders_for_each_role(
     role: str, request: pytest.FixtureRequest, version: ModelVersion, granted: ModelGrant
 ) -> None:
+    """Each page answers as the role allows, and none shows template syntax as text: Django's
+    `{# #}` comment is one line only, so a two-line one was printed above every form field."""
     actor = request.getfixturevalue(role)
     client = browser(actor)
     node = add_node("gpu-1")
     deployment = Deployment.objects.create(name="chat", model_version=version)
     worker = add_worker(deployment, node, 9000)
+    quota = Quota.objects.create(tenant=granted.tenant, requests_per_minute=10)
     is_admin = role == "platform_admin"
+
+    def get(url: str, expected: int) -> None:
+        response = client.get(url)
+        assert response.status_code == expected, url
+        assert_no_template_syntax(url, response.content.decode())
+
     for name in PAGES_FOR_EVERYONE:
-        assert client.get(reverse(f"dashboard:{name}")).status_code == 200, name
+        get(reverse(f"dashboard:{name}"), 200)
     for name in PLATFORM_PAGES:
         # Tenants list is shown to tenant members too, narrowed to their own tenant.
-        expected = 200 if is_admin or name == "tenants" else 403
-        assert client.get(reverse(f"dashboard:{name}")).status_code == expected, name
-    assert client.get(reverse("dashboard:tenant", args=["acme"])).status_code == 200
-    assert client.get(reverse("dashboard:model", args=[version.model_id])).status_code == 200
+        get(reverse(f"dashboard:{name}"), 200 if is_admin or name == "tenants" else 403)
+    get(reverse("dashboard:tenant", args=["acme"]), 200)
+    get(reverse("dashboard:model", args=[version.model_id]), 200)
     detail_status = 200 if is_admin else 403
-    assert client.get(reverse("dashboard:node", args=[node.name])).status_code == detail_status
-    log = client.get(reverse("dashboard:worker-log", args=[worker.pk]))
-    assert log.status_code == detail_status
+    get(reverse("dashboard:node", args=[node.name]), detail_status)
+    get(reverse("dashboard:worker-log", args=[worker.pk]), detail_status)
+    get(reverse("dashboard:quota-edit", args=["acme", quota.pk]), detail_status)
+    # A refused form comes back with its errors beside the fields: the same template.
+    refused = htmx(client, "post", reverse("dashboard:key-create", args=["acme"]), {"name": ""})
+    assert refused.status_code == (422 if role != "viewer_a" else 403)
+    assert_no_template_syntax("key-create", refused.content.decode())
+    client.logout()
+    get(reverse("login"), 200)
+
+
+TEMPLATE_SYNTAX = ("{#", "#}", "{%", "%}", "{{", "}}")
+
+
+def assert_no_template_syntax(where: str, html: str) -> None:
+    """No template tag, variable or comment reaches the page as text."""
+    shown = [mark for mark in TEMPLATE_SYNTAX if mark in html]
+    assert not shown, f"{where} shows template syntax {shown}: {html[html.find(shown[0]) - 80 :][:200]}"
 
 
 def test_a_tenant_admin_gets_404_for_another_tenants_pages(admin_a: Any, tenant_b: Tenant) -> None:

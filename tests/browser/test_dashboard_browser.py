@@ -1,5 +1,6 @@
 """The dashboard in a real Chromium: what a platform engineer does, step by step, with a
-screenshot of every page saved under docs/screenshots/."""
+screenshot of every page saved under var/screenshots/ (docs/screenshots/ with
+`make screenshots`)."""
 
 from __future__ import annotations
 
