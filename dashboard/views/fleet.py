@@ -20,6 +20,7 @@ from dashboard.access import (
     changed_fields,
     is_partial,
     member_view,
+    origin,
     own_tenant_id,
     platform_admin_view,
     record,
@@ -34,6 +35,7 @@ from dashboard.forms import (
     VersionStateForm,
 )
 from dashboard.views.tenants import redirect_after_save
+from models_registry import services as registry
 from models_registry.models import EngineRuntime, Model, ModelVersion
 from nodes.models import (
     ACTIVE_WORKER_STATES,
@@ -98,7 +100,7 @@ def model_create(request: HttpRequest) -> HttpResponse:
         return respond(request, "dashboard/models.html", "htmx/model_form.html", context, 422)
     with transaction.atomic():
         model = form.save()
-        record(request, "create", model, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(model)
     return redirect_after_save(request, reverse("dashboard:model", args=[model.pk]))
 
 
@@ -111,7 +113,7 @@ def runtime_create(request: HttpRequest) -> HttpResponse:
         return respond(request, "dashboard/models.html", "htmx/runtime_form.html", context, 422)
     with transaction.atomic():
         runtime = form.save()
-        record(request, "create", runtime, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(runtime)
     return redirect_after_save(request, reverse("dashboard:models"))
 
 
@@ -154,9 +156,7 @@ def version_create(request: HttpRequest, model_id: int) -> HttpResponse:
     if not form.is_valid():
         context = model_context(request, model, version_form=form)
         return respond(request, "dashboard/model.html", "htmx/version_form.html", context, 422)
-    with transaction.atomic():
-        version = form.save()
-        record(request, "create", version, {k: form.cleaned_data[k] for k in form.fields})
+    registry.save_version(form.save(commit=False), origin=origin(request))
     return redirect_after_save(request, reverse("dashboard:model", args=[model.pk]))
 
 
@@ -166,11 +166,7 @@ def version_state(request: HttpRequest, version_id: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
     form = VersionStateForm(request.POST)
     if form.is_valid() and form.cleaned_data["state"] != version.state:
-        with transaction.atomic():
-            old = version.state
-            version.state = form.cleaned_data["state"]
-            version.save(update_fields=["state", "updated_at"])
-            record(request, "set_state", version, {"state": [old, version.state]})
+        registry.set_version_state(version, form.cleaned_data["state"], origin=origin(request))
     return redirect_after_save(request, reverse("dashboard:model", args=[version.model_id]))
 
 
@@ -247,7 +243,7 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
         )
     with transaction.atomic():
         deployment = form.save()
-        record(request, "create", deployment, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(deployment)
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
     return render(request, "htmx/deployment_results.html", deployments_context(request))
@@ -293,7 +289,7 @@ def deployment_delete(request: HttpRequest, deployment_id: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment, pk=deployment_id)
     try:
         with transaction.atomic():
-            record(request, "delete", deployment)
+            origin(request).deleted(deployment)
             deployment.delete()
     except ProtectedError:
         # Usage records keep their worker as NULL, so nothing should protect it; say so if it does.

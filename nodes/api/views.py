@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from controlplane.api.permissions import IsPlatformAdmin
-from controlplane.api.viewsets import AuditedModelViewSet, snapshot
+from controlplane.api.viewsets import AuditedModelViewSet
 from nodes import credentials
 from nodes.api import filters, serializers
 from nodes.models import Deployment, Gpu, Node, Worker
@@ -30,7 +30,7 @@ class NodeViewSet(AuditedModelViewSet):
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         node = serializer.save()
         node._plaintext = credentials.issue(node)
-        self.audit("create", node, snapshot(node))
+        self.origin.created(node)
 
     @extend_schema(responses={201: serializers.NodeCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
