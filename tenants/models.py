@@ -131,11 +131,6 @@ def key_status_q(status: KeyStatus | str, now: datetime | None = None, prefix: s
     raise ValueError(f"unknown key status {status!r}")
 
 
-class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
-    def with_status(self, status: KeyStatus | str, now: datetime | None = None) -> ApiKeyQuerySet:
-        return self.filter(key_status_q(status, now))
-
-
 class ApiKey(FieldConstraintsMixin, models.Model):
     """A product's key for the inference endpoint. The plaintext exists only in the creation
     response; the database keeps a readable prefix and an HMAC of the whole key.
@@ -163,8 +158,6 @@ class ApiKey(FieldConstraintsMixin, models.Model):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="rotated_to"
     )
     created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = ApiKeyQuerySet.as_manager()
 
     constraint_fields = {"apikey_name_unique_per_tenant": "name"}
 
