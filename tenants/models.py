@@ -3,6 +3,9 @@
 A rule lives here once (controlplane/validation.py says how): constraints carry their message,
 `clean()` holds the rules that read other rows, and every face (REST, dashboard, admin,
 commands, tenants/services.py) runs `full_clean` before it writes.
+
+Over 400 lines on purpose: it is the tenants app's one list of rules, and five small models
+with their rules read better side by side than split across a package.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 Django admin. Rule tests (tests/tenants/, tests/models_registry/) use these to prove that each
 face refuses the same bad input with a readable error beside the same field, and writes nothing.
 
-Each helper answers `Refusal`-friendly data: the status and the errors by field, read from the
-response's data (REST) or from the bound form in the template context (dashboard, admin), so a
-test asserts on fields and words, not on HTML.
+Each helper answers the status and the errors by field, read from the response's data (REST)
+or from the bound form in the template context (dashboard, admin), so a test asserts on fields
+and words, not on HTML.
 """
 
 from __future__ import annotations
