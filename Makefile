@@ -61,7 +61,7 @@ clean: ## Remove the environments and local state
 	rm -rf $(VENV) $(ENGINE_VENV) var
 
 # --- Dashboard: vendored front-end assets and the browser the browser tests drive -----------
-.PHONY: assets browser
+.PHONY: assets browser screenshots
 
 assets: ## Copy htmx and Chart.js from npm into static/vendor/ (the copies are committed)
 	npm ci --no-audit --no-fund
@@ -72,6 +72,11 @@ assets: ## Copy htmx and Chart.js from npm into static/vendor/ (the copies are c
 # Playwright cannot download its own browsers here, so the tests drive Debian's chromium.
 browser: ## Install Debian's chromium for the browser tests (once)
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The browser tests write their screenshots under var/screenshots/; this refreshes the ones
+# the docs show (committed under docs/screenshots/). The end-to-end test needs the engine.
+screenshots: install-dev browser $(ENGINE_STAMP) $(TINY_MODEL) ## Refresh docs/screenshots/ from the browser tests
+	SCREENSHOTS_DIR=docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/browser
 
 # --- Engine environment (nodes) ----------------------------------------------------------
 # vLLM's CPU build in its own Python 3.11 environment, kept apart from the control plane's

@@ -1,50 +1,73 @@
-"""What every Django admin page of the project shares: its changes land in the audit log."""
+"""What every Django admin page of the project shares: the model's every rule on its forms,
+and its changes in the audit log (via="admin"), in the shapes every other face records.
+
+The admin is a fourth write face, so it must not write what the API would refuse: its forms
+are `RulesModelForm`s (controlplane/validation.py), and a model whose writes go through a
+service (tenants/services.py, models_registry/services.py) overrides `save_model` to call it.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
-from django.db import models
+from django.db import models, transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from controlplane import audit
-from controlplane.api.viewsets import diff, snapshot
+from controlplane.audit import Action, Origin, diff, state_of
+from controlplane.validation import RulesFormMixin
+
+
+class RulesModelForm(RulesFormMixin, forms.ModelForm):
+    """The admin's form: Django's, plus the rules a ModelForm leaves out."""
+
+
+def origin(request: HttpRequest) -> Origin:
+    return Origin(
+        actor=request.user, via="admin", remote_addr=request.META.get("REMOTE_ADDR") or None
+    )
 
 
 class AuditedAdmin(admin.ModelAdmin):
     """Records adds, changes and deletes made in the Django admin (via="admin")."""
 
+    form = RulesModelForm
+
     def save_model(
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
-        before = snapshot(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else {}
-        super().save_model(request, obj, form, change)
-        self.audit_event(request, "update" if change else "create", obj, before)
+        with transaction.atomic():
+            before = state_of(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else None
+            super().save_model(request, obj, form, change)
+            if before is None:
+                origin(request).created(obj)
+            else:
+                origin(request).updated(obj, before)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        self.audit_event(request, "delete", obj, None)
-        super().delete_model(request, obj)
+        with transaction.atomic():
+            origin(request).deleted(obj)
+            super().delete_model(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
-        for obj in queryset:
-            self.audit_event(request, "delete", obj, None)
-        super().delete_queryset(request, queryset)
+        with transaction.atomic():
+            for obj in queryset:
+                origin(request).deleted(obj)
+            super().delete_queryset(request, queryset)
 
     def audit_event(
-        self, request: HttpRequest, action: str, obj: models.Model, before: dict[str, Any] | None
+        self,
+        request: HttpRequest,
+        action: Action | str,
+        obj: models.Model,
+        before: dict[str, Any] | None,
     ) -> None:
-        after = snapshot(obj)
-        changes = diff(before, after) if before else after
-        audit.record(
-            actor=request.user,
-            via="admin",
-            action=action,
-            obj=obj,
-            changes=changes,
-            remote_addr=request.META.get("REMOTE_ADDR") or None,
-        )
+        """Record an admin action that no service records for it: what changed since `before`
+        (a state_of), or the object's whole state without one."""
+        after = state_of(obj)
+        origin(request).record(action, obj, diff(before, after) if before else after)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -3,10 +3,17 @@
 Every face (REST API, dashboard, Django admin, management commands) records the same change
 under the same action name, from the one vocabulary below, and says which face it was with
 `via` (AuditVia). A report or an alert on the trail then needs to know one name per change.
+
+The changes have one shape too: a creation or a deletion records the object's `state_of()`,
+an update the `diff()` of its states before and after ({field: [old, new]}). A face says who
+and how with an `Origin` and hands it to the service that makes the change
+(tenants/services.py, models_registry/services.py), or records a plain save through it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
@@ -35,6 +42,34 @@ class Action(models.TextChoices):
     DRAIN = "drain"
     UNCORDON = "uncordon"
     RESTART = "restart"
+
+
+# Field names never copied into an audit event's `changes`.
+SECRET_FIELDS = frozenset({"hashed_key", "hashed_token", "credential_hash", "password"})
+# Bookkeeping that changes on every save and says nothing about the change.
+NOISE_FIELDS = frozenset({"updated_at"})
+
+
+def state_of(obj: models.Model) -> dict[str, Any]:
+    """The audit-worthy state of an object: its concrete fields and its many-to-many ids."""
+    state: dict[str, Any] = {}
+    for field in obj._meta.concrete_fields:
+        if field.name in SECRET_FIELDS:
+            continue
+        state[field.name] = field.value_from_object(obj)
+    if obj.pk is not None:
+        for m2m in obj._meta.many_to_many:
+            state[m2m.name] = sorted(getattr(obj, m2m.name).values_list("pk", flat=True))
+    return state
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """{field: [old, new]} for every field whose value changed."""
+    return {
+        name: [before.get(name), value]
+        for name, value in after.items()
+        if name not in NOISE_FIELDS and before.get(name) != value
+    }
 
 
 def tenant_of(obj: models.Model) -> Any:
@@ -85,3 +120,42 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, models.Model):
         return str(value)
     return str(value)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who makes a change and through which face: what a service needs to record it."""
+
+    actor: Any
+    via: AuditVia | str
+    remote_addr: str | None = None
+
+    def record(
+        self, action: Action | str, obj: models.Model, changes: dict[str, Any] | None = None
+    ) -> AuditEvent:
+        return record(
+            actor=self.actor,
+            via=self.via,
+            action=action,
+            obj=obj,
+            changes=changes,
+            remote_addr=self.remote_addr,
+        )
+
+    def created(self, obj: models.Model, action: Action = Action.CREATE) -> AuditEvent:
+        return self.record(action, obj, state_of(obj))
+
+    def updated(
+        self, obj: models.Model, before: Mapping[str, Any], action: Action = Action.UPDATE
+    ) -> AuditEvent:
+        """Record what changed since `before` (a state_of of the object as it was)."""
+        return self.record(action, obj, diff(before, state_of(obj)))
+
+    def deleted(self, obj: models.Model, action: Action = Action.DELETE) -> AuditEvent:
+        """Call before the delete: afterwards the object has no primary key to name."""
+        return self.record(action, obj, state_of(obj))
+
+
+SYSTEM = Origin(actor=None, via=AuditVia.SYSTEM)
+# A management command: run by whoever has the server's shell, not by a signed-in user.
+CLI = Origin(actor=None, via=AuditVia.CLI)

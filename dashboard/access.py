@@ -13,13 +13,14 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import QuerySet
+from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from controlplane import audit
+from controlplane.audit import Origin
 from tenants.models import Tenant
 from tenants.roles import Actor, actor_of
 
@@ -83,6 +84,11 @@ def require_platform_admin(who: Actor) -> None:
         raise PermissionDenied("This needs a platform admin.")
 
 
+def origin(request: HttpRequest) -> Origin:
+    """Who is writing, through the dashboard: handed to services and the audit log."""
+    return Origin(actor=request.user, via="dashboard", remote_addr=request.META.get("REMOTE_ADDR"))
+
+
 def record(
     request: HttpRequest,
     action: str,
@@ -90,14 +96,14 @@ def record(
     changes: dict[str, Any] | None = None,
 ) -> None:
     """Every change made through the dashboard leaves an audit event."""
-    audit.record(
-        actor=request.user,
-        via="dashboard",
-        action=action,
-        obj=obj,
-        changes=changes,
-        remote_addr=request.META.get("REMOTE_ADDR"),
-    )
+    origin(request).record(action, obj, changes)
+
+
+def refused(form: BaseForm, exc: ValidationError) -> None:
+    """Show a service's refusal on the form: beside its field, or above the form."""
+    errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
+    for field, messages in errors.items():
+        form.add_error(field if field in form.fields else None, messages)
 
 
 def changed_fields(form: Any) -> dict[str, list[Any]]:

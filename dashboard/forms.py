@@ -1,8 +1,9 @@
-"""The dashboard's forms: every business rule a form checks mirrors a model constraint, so a
-bad value is a field error beside its field, never an IntegrityError (a 500).
+"""The dashboard's forms. They hold no rule: each model form is a `RulesForm`, which runs the
+model's full_clean (its constraints, validators and clean(), tenants/models.py and the others)
+once the view has set what the form does not show, such as the tenant. A bad value is then an
+error beside its field, worded as on the REST API and in the admin, never an IntegrityError.
 
-The REST API's serializers check the same rules; the list is in this module's docstrings so
-the two can be unified later.
+What is left here is presentation: which choices a select offers, widgets, labels, ids.
 """
 
 from __future__ import annotations
@@ -13,21 +14,23 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
-from controlplane.validation import string_map_problem
-from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion, VersionState
+from controlplane.validation import RulesFormMixin
+from models_registry.models import EngineRuntime, Model, ModelVersion, VersionState
 from nodes.models import Deployment, DesiredState
 from tenants.models import ApiKey, Quota, Tenant
 
 
-class TenantForm(forms.ModelForm):
-    """Slug format and uniqueness come from the model's validators."""
+class RulesForm(RulesFormMixin, forms.ModelForm):
+    """A ModelForm that runs every rule of its model, on fields it does not show as well."""
 
+
+class TenantForm(RulesForm):
     class Meta:
         model = Tenant
         fields = ["slug", "name", "priority_class", "active"]
 
 
-class TenantSettingsForm(forms.ModelForm):
+class TenantSettingsForm(RulesForm):
     class Meta:
         model = Tenant
         fields = ["name", "priority_class", "active"]
@@ -38,39 +41,26 @@ class TenantSettingsForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
 
 
-class ApiKeyForm(forms.Form):
-    """Rules: a name unique among the tenant's unrevoked keys (the partial unique constraint),
-    models narrowed to those the tenant is granted, an expiry in the future."""
+class ApiKeyForm(RulesForm):
+    """A new key of `tenant`; its models are offered among those the tenant is granted."""
 
-    name = forms.CharField(max_length=200)
-    expires_at = forms.DateTimeField(
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
-        help_text="Leave empty for a key that does not expire.",
-    )
-    allowed_models = forms.ModelMultipleChoiceField(
-        queryset=Model.objects.none(),
-        required=False,
-        widget=forms.CheckboxSelectMultiple,
-        help_text="None ticked means every model the tenant is granted.",
-    )
+    class Meta:
+        model = ApiKey
+        fields = ["name", "expires_at", "allowed_models"]
+        widgets = {
+            "expires_at": forms.DateTimeInput(attrs={"type": "datetime-local"}),
+            "allowed_models": forms.CheckboxSelectMultiple,
+        }
+        help_texts = {
+            "expires_at": "Leave empty for a key that does not expire.",
+            "allowed_models": "None ticked means every model the tenant is granted.",
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant = tenant
+        self.instance.tenant = tenant
         self.fields["allowed_models"].queryset = granted_models(tenant)  # type: ignore[attr-defined]
-
-    def clean_name(self) -> str:
-        name: str = self.cleaned_data["name"].strip()
-        if ApiKey.objects.filter(tenant=self.tenant, name=name, revoked_at__isnull=True).exists():
-            raise forms.ValidationError("This tenant already has an active key with this name.")
-        return name
-
-    def clean_expires_at(self) -> Any:
-        expires_at = self.cleaned_data.get("expires_at")
-        if expires_at is not None and expires_at <= timezone.now():
-            raise forms.ValidationError("The expiry must be in the future.")
-        return expires_at
 
 
 GRACE_CHOICES = [
@@ -94,10 +84,9 @@ def granted_models(tenant: Tenant) -> Any:
     return Model.objects.filter(grants__tenant=tenant).order_by("name")
 
 
-class QuotaForm(forms.ModelForm):
-    """Rules: one quota per scope (the four partial unique constraints), a model scope only for
-    a model the tenant is granted, a key scope only for the tenant's own unrevoked keys,
-    limits not negative (the model's validators and check constraint), at least one limit."""
+class QuotaForm(RulesForm):
+    """A quota of `tenant`. The key is chosen among the tenant's unrevoked keys; every model is
+    offered, so that picking an ungranted one is a clear error, not a missing choice."""
 
     class Meta:
         model = Quota
@@ -112,7 +101,6 @@ class QuotaForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.tenant = tenant
         self.instance.tenant = tenant
-        # Every model, so that picking an ungranted one is a clear error, not a missing choice.
         self.fields["model"].queryset = Model.objects.order_by("name")  # type: ignore[attr-defined]
         self.fields["model"].empty_label = "every model"  # type: ignore[attr-defined]
         self.fields["api_key"].queryset = ApiKey.objects.filter(  # type: ignore[attr-defined]
@@ -121,28 +109,6 @@ class QuotaForm(forms.ModelForm):
         self.fields["api_key"].empty_label = "every key"  # type: ignore[attr-defined]
         for name in Quota.LIMIT_FIELDS:
             self.fields[name].widget.attrs.update({"placeholder": "no limit", "min": "0"})
-
-    def clean_model(self) -> Model | None:
-        model: Model | None = self.cleaned_data.get("model")
-        if (
-            model is not None
-            and not ModelGrant.objects.filter(tenant=self.tenant, model=model).exists()
-        ):
-            raise forms.ValidationError(
-                f"{self.tenant.slug} is not granted {model.name}; grant the model first."
-            )
-        return model
-
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean() or {}
-        if not self.errors and all(cleaned.get(name) is None for name in Quota.LIMIT_FIELDS):
-            raise forms.ValidationError("Set at least one limit (empty fields mean no limit).")
-        same_scope = Quota.objects.filter(
-            tenant=self.tenant, api_key=cleaned.get("api_key"), model=cleaned.get("model")
-        ).exclude(pk=self.instance.pk)
-        if "api_key" not in self.errors and "model" not in self.errors and same_scope.exists():
-            raise forms.ValidationError("A quota for this scope already exists; edit that one.")
-        return cleaned
 
 
 class GrantForm(forms.Form):
@@ -159,14 +125,14 @@ class GrantForm(forms.Form):
         ).order_by("name")
 
 
-class ModelForm(forms.ModelForm):
+class ModelForm(RulesForm):
     class Meta:
         model = Model
         fields = ["name", "task", "description"]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 
 
-class RuntimeForm(forms.ModelForm):
+class RuntimeForm(RulesForm):
     class Meta:
         model = EngineRuntime
         fields = ["name", "engine", "version", "python_path", "environment"]
@@ -185,10 +151,8 @@ class OptionalJSONField(forms.JSONField):
         return "" if value is None else super().prepare_value(value)
 
 
-class ModelVersionForm(forms.ModelForm):
-    """Rules: a label unique per model, vLLM arguments from the allow-list
-    (`models_registry.engine_args.validate`, run by `ModelVersion.clean`), prices not negative,
-    a speculative config that is an object."""
+class ModelVersionForm(RulesForm):
+    """A new version of `model` (set on the instance, so the label's uniqueness is checked)."""
 
     class Meta:
         model = ModelVersion
@@ -238,32 +202,13 @@ class ModelVersionForm(forms.ModelForm):
         value = self.cleaned_data.get("extra_args")
         return {} if value in (None, "") else value
 
-    def clean_label(self) -> str:
-        label: str = self.cleaned_data["label"]
-        if (
-            ModelVersion.objects.filter(model=self.model_obj, label=label)
-            .exclude(pk=self.instance.pk)
-            .exists()
-        ):
-            raise forms.ValidationError(f"{self.model_obj.name} already has a version {label}.")
-        return label
-
 
 class VersionStateForm(forms.Form):
     state = forms.ChoiceField(choices=VersionState.choices)
 
 
-def _check_label_selector(value: Any) -> dict[str, str]:
-    if value in (None, ""):
-        return {}
-    if string_map_problem(value):
-        raise forms.ValidationError('Expected an object of label names to values: {"zone": "a"}.')
-    return value
-
-
-class DeploymentForm(forms.ModelForm):
-    """Rules: the model's validators (replicas ≤ 256, 1-16 GPUs per replica, weight ≤ 10000),
-    a label selector of strings, a version that is not retired."""
+class DeploymentForm(RulesForm):
+    """A new deployment; retired versions are not offered (Deployment.clean refuses them)."""
 
     class Meta:
         model = Deployment
@@ -285,11 +230,13 @@ class DeploymentForm(forms.ModelForm):
         )
         self.fields["label_selector"].required = False
 
-    def clean_label_selector(self) -> dict[str, str]:
-        return _check_label_selector(self.cleaned_data.get("label_selector"))
+    def clean_label_selector(self) -> Any:
+        # An emptied box means "no labels required", not JSON null.
+        value = self.cleaned_data.get("label_selector")
+        return {} if value in (None, "") else value
 
 
-class DeploymentScaleForm(forms.ModelForm):
+class DeploymentScaleForm(RulesForm):
     class Meta:
         model = Deployment
         fields = ["replicas", "traffic_weight", "desired_state"]

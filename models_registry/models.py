@@ -1,13 +1,19 @@
+"""Models, their versions and engines, and which tenant may use which model, with every rule
+about one of them (controlplane/validation.py says how). Grants and a version's state change
+through models_registry/services.py.
+"""
+
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 
-from controlplane.validation import string_map_problem
+from controlplane.validation import FieldConstraintsMixin, check_string_map, has_changed
 from models_registry import engine_args
 
 model_name_validator = RegexValidator(
@@ -50,9 +56,12 @@ class EngineRuntime(models.Model):
         return f"{self.name} ({self.engine} {self.version})"
 
     def clean(self) -> None:
-        problem = string_map_problem(self.environment)
-        if problem:
-            raise ValidationError({"environment": problem})
+        errors: dict[str, str] = {}
+        check_string_map(errors, "environment", self.environment)
+        if self.python_path and not self.python_path.startswith("/"):
+            errors["python_path"] = "Must be an absolute path."
+        if errors:
+            raise ValidationError(errors)
 
 
 class Task(models.TextChoices):
@@ -72,7 +81,11 @@ class Model(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=Q(task__in=Task.values), name="model_task_valid"),
+            models.CheckConstraint(
+                condition=Q(task__in=Task.values),
+                name="model_task_valid",
+                violation_error_message="Choose a task: chat, completion or embedding.",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -85,7 +98,11 @@ class VersionState(models.TextChoices):
     RETIRED = "retired", "Retired"
 
 
-class ModelVersion(models.Model):
+class ModelVersion(FieldConstraintsMixin, models.Model):
+    """What actually runs. Rules: a label unique per model, prices not negative, vLLM arguments
+    from the allow-list (`engine_args.validate`), a speculative config that is an object, no
+    move to another model."""
+
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="versions")
     label = models.CharField(max_length=100)
     weights_source = models.CharField(
@@ -108,7 +125,9 @@ class ModelVersion(models.Model):
         blank=True,
         choices=[("", "none")] + [(v, v) for v in ("awq", "gptq", "fp8", "bitsandbytes", "gguf")],
     )
-    max_model_len = models.PositiveIntegerField(null=True, blank=True)
+    max_model_len = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
     enable_prefix_caching = models.BooleanField(default=True)
     speculative_config = models.JSONField(null=True, blank=True)
     kv_cache_bytes = models.PositiveBigIntegerField(
@@ -130,30 +149,40 @@ class ModelVersion(models.Model):
         ordering = ["model__name", "-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["model", "label"], name="version_label_unique_per_model"
+                fields=["model", "label"],
+                name="version_label_unique_per_model",
+                violation_error_message="This model already has a version with this label.",
             ),
             models.CheckConstraint(
                 condition=Q(price_input_per_million__gte=0)
                 & Q(price_cached_input_per_million__gte=0)
                 & Q(price_output_per_million__gte=0),
                 name="version_prices_not_negative",
+                violation_error_message="Prices cannot be negative.",
             ),
             models.CheckConstraint(
-                condition=Q(state__in=VersionState.values), name="version_state_valid"
+                condition=Q(state__in=VersionState.values),
+                name="version_state_valid",
+                violation_error_message="Choose a state: draft, active or retired.",
             ),
         ]
+
+    constraint_fields = {"version_label_unique_per_model": "label"}
 
     def __str__(self) -> str:
         return f"{self.model.name}@{self.label}"
 
     def clean(self) -> None:
+        errors: dict[str, Any] = {}
         problems = engine_args.validate(self.extra_args)
         if problems:
-            raise ValidationError({"extra_args": [f"{k}: {v}" for k, v in problems.items()]})
+            errors["extra_args"] = [f"{k}: {v}" for k, v in problems.items()]
         if self.speculative_config is not None and not isinstance(self.speculative_config, dict):
-            raise ValidationError(
-                {"speculative_config": "Expected an object (vLLM's --speculative-config)."}
-            )
+            errors["speculative_config"] = "Expected an object (vLLM's --speculative-config)."
+        if self.model_id is not None and not self._state.adding and has_changed(self, "model"):
+            errors["model"] = "A version cannot move to another model: create a new version."
+        if errors:
+            raise ValidationError(errors)
 
     def cost(self, prompt_tokens: int, cached_tokens: int, completion_tokens: int) -> Decimal:
         """Cost in USD at this version's current prices (the formula: models_registry.pricing)."""
@@ -167,8 +196,8 @@ class ModelVersion(models.Model):
         return pricing.cost(prices, prompt_tokens, cached_tokens, completion_tokens)
 
 
-class ModelGrant(models.Model):
-    """A tenant may use a model."""
+class ModelGrant(FieldConstraintsMixin, models.Model):
+    """A tenant may use a model. Granted and ungranted through models_registry/services.py."""
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="grants")
     model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="grants")
@@ -178,9 +207,13 @@ class ModelGrant(models.Model):
         ordering = ["tenant__slug", "model__name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["tenant", "model"], name="grant_unique_per_tenant_model"
+                fields=["tenant", "model"],
+                name="grant_unique_per_tenant_model",
+                violation_error_message="This tenant is already granted this model.",
             ),
         ]
+
+    constraint_fields = {"grant_unique_per_tenant_model": "model"}
 
     def __str__(self) -> str:
         return f"{self.tenant} → {self.model}"

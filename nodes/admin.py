@@ -5,8 +5,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
-from controlplane.admin_base import AuditedAdmin, ReadOnlyAdmin
-from controlplane.audit import Via
+from controlplane.admin_base import AuditedAdmin, ReadOnlyAdmin, origin
 from nodes import credentials, services
 from nodes.models import Deployment, Gpu, Node, Worker, WorkerEvent
 
@@ -14,11 +13,11 @@ from nodes.models import Deployment, Gpu, Node, Worker, WorkerEvent
 def run_for_each(request: HttpRequest, queryset: Any, operation: Any, done: str) -> None:
     """An admin action: one nodes.services operation per selected row, each in its own
     transaction; a refusal is reported and leaves the other rows done."""
-    who = {"actor": request.user, "via": Via.ADMIN, "remote_addr": request.META.get("REMOTE_ADDR")}
+    who = origin(request)
     count = 0
     for obj in queryset:
         try:
-            operation(obj, **who)
+            operation(obj, origin=who)
             count += 1
         except services.Refused as exc:
             messages.error(request, str(exc))

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from controlplane.validation import check_string_map, has_changed
 from nodes.agent import protocol
 from tenants.models import slug_validator
 
@@ -90,7 +92,11 @@ class DesiredState(models.TextChoices):
 
 
 class Deployment(models.Model):
-    """Desired state: run this model version as N replicas of G GPUs each."""
+    """Desired state: run this model version as N replicas of G GPUs each.
+
+    Rules: sizes within the validators' bounds, a label selector of strings, and a version that
+    is not retired when it is deployed (a deployment of a version retired later can still be
+    scaled down or stopped)."""
 
     model_version = models.ForeignKey(
         "models_registry.ModelVersion", on_delete=models.PROTECT, related_name="deployments"
@@ -132,6 +138,20 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from models_registry.models import VersionState
+
+        errors: dict[str, str] = {}
+        check_string_map(errors, "label_selector", self.label_selector)
+        if self.model_version_id is not None and has_changed(self, "model_version"):
+            version = self.model_version
+            if version.state == VersionState.RETIRED:
+                errors["model_version"] = (
+                    f"Version {version} is retired: deploy a draft or active version."
+                )
+        if errors:
+            raise ValidationError(errors)
 
 
 class WorkerState(models.TextChoices):

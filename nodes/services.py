@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 
 from controlplane import audit
-from controlplane.audit import Action, Via
+from controlplane.audit import Action, Origin
 from nodes.models import Deployment, DesiredState, Node, NodeState, Worker, WorkerState
 
 
@@ -27,17 +27,10 @@ class Refused(Exception):
     """The operation does not apply to the object as it is now; the message says why."""
 
 
-def _record(
-    action: Action,
-    obj: Any,
-    changes: dict[str, Any],
-    actor: Any,
-    via: Via | str,
-    remote_addr: str | None,
-) -> None:
-    audit.record(
-        actor=actor, via=via, action=action, obj=obj, changes=changes, remote_addr=remote_addr
-    )
+def _who(origin: Origin) -> str:
+    """The requester in a worker's or node's state reason: "alice via dashboard"."""
+    actor = origin.actor if getattr(origin.actor, "is_authenticated", False) else "system"
+    return f"{actor} via {origin.via}"
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -46,9 +39,7 @@ def _record(
 def restart_worker(
     worker: Worker,
     *,
-    actor: Any = None,
-    via: Via | str = Via.SYSTEM,
-    remote_addr: str | None = None,
+    origin: Origin = audit.SYSTEM,
 ) -> Worker:
     """Ask the node agent to replace the worker's engine with a fresh one.
 
@@ -67,19 +58,13 @@ def restart_worker(
                 f"Worker {locked} is {locked.state} and no longer wanted; it cannot be "
                 "restarted (its deployment places a new worker if it needs one)."
             )
-        who = actor if getattr(actor, "is_authenticated", False) else "system"
         Worker.objects.filter(pk=locked.pk).update(
             generation=F("generation") + 1,
-            state_reason=f"restart requested by {who} via {via}"[:1000],
+            state_reason=f"restart requested by {_who(origin)}"[:1000],
         )
         locked.refresh_from_db(fields=["generation", "state_reason", "updated_at"])
-        _record(
-            Action.RESTART,
-            locked,
-            {"generation": [locked.generation - 1, locked.generation]},
-            actor,
-            via,
-            remote_addr,
+        origin.record(
+            Action.RESTART, locked, {"generation": [locked.generation - 1, locked.generation]}
         )
     return locked
 
@@ -87,9 +72,7 @@ def restart_worker(
 def drain_worker(
     worker: Worker,
     *,
-    actor: Any = None,
-    via: Via | str = Via.SYSTEM,
-    remote_addr: str | None = None,
+    origin: Origin = audit.SYSTEM,
 ) -> Worker:
     """Say the worker is no longer wanted: its agent drains and stops it, and the scheduler
     places a replacement if the deployment still wants as many replicas."""
@@ -99,20 +82,12 @@ def drain_worker(
             raise Refused(f"Worker {locked} is already stopped.")
         before = locked.desired_state
         if before != DesiredState.STOPPED:
-            who = actor if getattr(actor, "is_authenticated", False) else "system"
             Worker.objects.filter(pk=locked.pk).update(
                 desired_state=DesiredState.STOPPED,
-                state_reason=f"drain requested by {who} via {via}"[:1000],
+                state_reason=f"drain requested by {_who(origin)}"[:1000],
             )
             locked.refresh_from_db(fields=["desired_state", "state_reason", "updated_at"])
-        _record(
-            Action.DRAIN,
-            locked,
-            {"desired_state": [before, locked.desired_state]},
-            actor,
-            via,
-            remote_addr,
-        )
+        origin.record(Action.DRAIN, locked, {"desired_state": [before, locked.desired_state]})
     return locked
 
 
@@ -130,9 +105,7 @@ def set_node_state(
     state: NodeState | str,
     reason: str = "",
     *,
-    actor: Any = None,
-    via: Via | str = Via.SYSTEM,
-    remote_addr: str | None = None,
+    origin: Origin = audit.SYSTEM,
 ) -> Node:
     """Cordon (no new workers), drain (its workers move elsewhere) or uncordon a node.
 
@@ -158,20 +131,20 @@ def set_node_state(
         changes: dict[str, Any] = {"state": [before, wanted.value]}
         if reason:
             changes["state_reason"] = reason
-        _record(NODE_ACTIONS[wanted], locked, changes, actor, via, remote_addr)
+        origin.record(NODE_ACTIONS[wanted], locked, changes)
     return locked
 
 
-def cordon_node(node: Node, reason: str = "", **who: Any) -> Node:
-    return set_node_state(node, NodeState.CORDONED, reason or "cordoned", **who)
+def cordon_node(node: Node, reason: str = "", *, origin: Origin = audit.SYSTEM) -> Node:
+    return set_node_state(node, NodeState.CORDONED, reason or "cordoned", origin=origin)
 
 
-def drain_node(node: Node, reason: str = "", **who: Any) -> Node:
-    return set_node_state(node, NodeState.DRAINING, reason or "draining", **who)
+def drain_node(node: Node, reason: str = "", *, origin: Origin = audit.SYSTEM) -> Node:
+    return set_node_state(node, NodeState.DRAINING, reason or "draining", origin=origin)
 
 
-def uncordon_node(node: Node, reason: str = "", **who: Any) -> Node:
-    return set_node_state(node, NodeState.READY, reason, **who)
+def uncordon_node(node: Node, reason: str = "", *, origin: Origin = audit.SYSTEM) -> Node:
+    return set_node_state(node, NodeState.READY, reason, origin=origin)
 
 
 # --- deployments -----------------------------------------------------------------------------
@@ -185,9 +158,7 @@ def scale_deployment(
     replicas: int | None = None,
     traffic_weight: int | None = None,
     desired_state: str | None = None,
-    actor: Any = None,
-    via: Via | str = Via.SYSTEM,
-    remote_addr: str | None = None,
+    origin: Origin = audit.SYSTEM,
 ) -> Deployment:
     """Change how many replicas run, their share of the model's traffic, or whether they run
     at all; the scheduler and the agents move toward it. Values are checked by the model's
@@ -211,5 +182,5 @@ def scale_deployment(
         )
         # save(): its post_save asks the scheduler to place or drain replicas.
         locked.save(update_fields=[*changes, "updated_at"])
-        _record(Action.SCALE, locked, changes, actor, via, remote_addr)
+        origin.record(Action.SCALE, locked, changes)
     return locked

@@ -151,14 +151,16 @@ def wait_ready(deployment: Any, agent: subprocess.Popen[bytes], timeout: float) 
 
 
 def demo_key() -> str:
+    from controlplane import audit
     from models_registry.models import Model, ModelGrant
+    from tenants import services
     from tenants.models import ApiKey, Tenant
 
     tenant, _ = Tenant.objects.get_or_create(slug="demo", defaults={"name": "Demo"})
     ModelGrant.objects.get_or_create(tenant=tenant, model=Model.objects.get(name=MODEL))
     # A key is shown once: each run revokes the previous demo key and issues a fresh one.
     for old in ApiKey.objects.filter(tenant=tenant, name="demo", revoked_at__isnull=True):
-        old.revoke()
+        services.revoke_key(old, origin=audit.CLI)
     _, plaintext = ApiKey.issue(tenant=tenant, name="demo")
     return plaintext
 

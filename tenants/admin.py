@@ -6,8 +6,8 @@ from django.contrib import admin, messages
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from controlplane.admin_base import AuditedAdmin
-from tenants import keys
+from controlplane.admin_base import AuditedAdmin, origin
+from tenants import services
 from tenants.models import ApiKey, ApiToken, Membership, Quota, Tenant
 
 
@@ -29,12 +29,20 @@ class MembershipAdmin(AuditedAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(AuditedAdmin):
-    """Adding a key here shows its plaintext once, in the confirmation message."""
+    """Adding a key here shows its plaintext once, in the confirmation message. Keys are issued
+    and revoked through tenants/services.py, as on every other face."""
 
     list_display = ["prefix", "name", "tenant", "status", "expires_at", "last_used_at"]
     list_filter = ["tenant", ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["prefix", "name", "tenant__slug"]
-    readonly_fields = ["prefix", "last_used_at", "created_by", "rotated_from", "created_at"]
+    readonly_fields = [
+        "prefix",
+        "revoked_at",
+        "last_used_at",
+        "created_by",
+        "rotated_from",
+        "created_at",
+    ]
     filter_horizontal = ["allowed_models"]
     list_select_related = ["tenant"]
     actions = ["revoke_keys"]
@@ -42,44 +50,56 @@ class ApiKeyAdmin(AuditedAdmin):
     def save_model(
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
-        if not change:
-            secret = keys.generate(keys.API_KEY_MARKER)
-            obj.prefix, obj.hashed_key = secret.prefix, secret.hashed
-            obj.created_by = request.user
-            messages.warning(
-                request,
-                f"The new key is {secret.plaintext} — copy it now: it is shown only this once.",
-            )
-        super().save_model(request, obj, form, change)
+        allowed = form.cleaned_data.get("allowed_models", [])
+        if change:
+            fields = {name: form.cleaned_data[name] for name in form.changed_data}
+            fields.pop("allowed_models", None)
+            services.update_key(obj, fields=fields, allowed_models=allowed, origin=origin(request))
+            return
+        plaintext = services.issue_key(obj, allowed_models=allowed, origin=origin(request))
+        messages.warning(
+            request, f"The new key is {plaintext} — copy it now: it is shown only this once."
+        )
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # The service has set the key's models, after checking them against its grants.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     @admin.action(description="Revoke the selected keys")
     def revoke_keys(self, request: HttpRequest, queryset: Any) -> None:
         for key in queryset.filter(revoked_at__isnull=True):
-            key.revoke()
-            self.audit_event(request, "revoke", key, None)
+            services.revoke_key(key, origin=origin(request))
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(AuditedAdmin):
-    """Provisioning-API tokens; adding one here shows its plaintext once."""
+    """Provisioning-API tokens; adding one here shows its plaintext once. Issued and revoked
+    through tenants/services.py."""
 
     list_display = ["prefix", "name", "user", "expires_at", "revoked_at", "last_used_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["prefix", "name", "user__username"]
     fields = ["user", "name", "expires_at", "revoked_at"]
+    readonly_fields = ["revoked_at"]
     list_select_related = ["user"]
+    actions = ["revoke_tokens"]
 
     def save_model(
         self, request: HttpRequest, obj: Any, form: ModelForm[Any], change: bool
     ) -> None:
-        if not change:
-            secret = keys.generate(keys.API_TOKEN_MARKER)
-            obj.prefix, obj.hashed_token = secret.prefix, secret.hashed
-            messages.warning(
-                request,
-                f"The new token is {secret.plaintext} — copy it now: it is shown only this once.",
-            )
-        super().save_model(request, obj, form, change)
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        plaintext = services.issue_token(obj, origin=origin(request))
+        messages.warning(
+            request, f"The new token is {plaintext} — copy it now: it is shown only this once."
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
+        for token in queryset.filter(revoked_at__isnull=True):
+            services.revoke_token(token, origin=origin(request))
 
 
 @admin.register(Quota)

@@ -1,15 +1,28 @@
+"""Tenants, their people, keys, tokens and quotas, with every rule about one of them.
+
+A rule lives here once (controlplane/validation.py says how): constraints carry their message,
+`clean()` holds the rules that read other rows, and every face (REST, dashboard, admin,
+commands, tenants/services.py) runs `full_clean` before it writes.
+
+Over 400 lines on purpose: it is the tenants app's one list of rules, and five small models
+with their rules read better side by side than split across a package.
+"""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane.validation import FieldConstraintsMixin, has_changed
 from tenants import keys
 from tenants.scopes import QuotaScope, scope_of
 
@@ -43,7 +56,9 @@ class Tenant(models.Model):
         ordering = ["slug"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(priority_class__in=PriorityClass.values), name="tenant_priority_valid"
+                condition=Q(priority_class__in=PriorityClass.values),
+                name="tenant_priority_valid",
+                violation_error_message="Choose a priority class: high, normal or low.",
             ),
         ]
 
@@ -78,6 +93,9 @@ class Membership(models.Model):
                 condition=(Q(role=Role.PLATFORM_ADMIN) & Q(tenant__isnull=True))
                 | (Q(role__in=[Role.TENANT_ADMIN, Role.TENANT_VIEWER]) & Q(tenant__isnull=False)),
                 name="membership_role_matches_tenant",
+                violation_error_message=(
+                    "A platform admin belongs to no tenant; a tenant admin or viewer to one."
+                ),
             ),
         ]
 
@@ -85,17 +103,46 @@ class Membership(models.Model):
         return f"{self.user} ({self.role}{'@' + str(self.tenant) if self.tenant_id else ''})"
 
 
-class SecretQuerySet(models.QuerySet["ApiKey"]):
-    def usable(self, now: datetime | None = None) -> SecretQuerySet:
-        now = now or timezone.now()
-        return self.filter(revoked_at__isnull=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        )
+def expiry_in_the_past(secret: ApiKey | ApiToken) -> bool:
+    """A key's or token's expiry, when set or changed, must lie ahead; one that has since
+    passed does not stop the secret from being renamed."""
+    expires_at = secret.expires_at
+    return (
+        expires_at is not None
+        and expires_at <= timezone.now()
+        and has_changed(secret, "expires_at")
+    )
 
 
-class ApiKey(models.Model):
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
+def key_status_q(status: KeyStatus | str, now: datetime | None = None, prefix: str = "") -> Q:
+    """The keys in `status`, as a filter (`prefix` for a lookup through a relation, e.g.
+    "api_keys__"). The one definition beside `ApiKey.status`, its Python twin."""
+    now = now or timezone.now()
+    revoked = Q(**{f"{prefix}revoked_at__isnull": False})
+    expired = Q(**{f"{prefix}expires_at__lte": now})
+    if status == KeyStatus.REVOKED:
+        return revoked
+    if status == KeyStatus.EXPIRED:
+        return ~revoked & expired
+    if status == KeyStatus.ACTIVE:
+        return ~revoked & ~expired
+    raise ValueError(f"unknown key status {status!r}")
+
+
+class ApiKey(FieldConstraintsMixin, models.Model):
     """A product's key for the inference endpoint. The plaintext exists only in the creation
-    response; the database keeps a readable prefix and an HMAC of the whole key."""
+    response; the database keeps a readable prefix and an HMAC of the whole key.
+
+    Rules: a name unique among the tenant's unrevoked keys (a partial unique constraint), an
+    expiry in the future when set, no move to another tenant, allowed models among those the
+    tenant is granted (`clean_many_to_many`). Issuing, rotating and revoking: tenants/services.py.
+    """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=200)
@@ -116,7 +163,7 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = SecretQuerySet.as_manager()
+    constraint_fields = {"apikey_name_unique_per_tenant": "name"}
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -125,6 +172,7 @@ class ApiKey(models.Model):
                 fields=["tenant", "name"],
                 name="apikey_name_unique_per_tenant",
                 condition=Q(revoked_at__isnull=True),
+                violation_error_message="This tenant already has an active key with this name.",
             ),
         ]
 
@@ -135,7 +183,8 @@ class ApiKey(models.Model):
     def issue(
         cls, *, tenant: Tenant, name: str, created_by: Any = None, **fields: object
     ) -> tuple[ApiKey, str]:
-        """Create a key and return it with its plaintext, which is never stored."""
+        """Create a key and return it with its plaintext, without rules or audit: for fixtures
+        and scripts. People's faces issue keys through tenants.services.issue_key."""
         secret = keys.generate(keys.API_KEY_MARKER)
         key = cls.objects.create(
             tenant=tenant,
@@ -157,43 +206,59 @@ class ApiKey(models.Model):
             return None
         return key
 
-    def is_usable(self, now: datetime | None = None) -> bool:
-        now = now or timezone.now()
-        if self.revoked_at is not None:
-            return False
-        if self.expires_at is not None and self.expires_at <= now:
-            return False
-        return self.tenant.active
-
     @property
-    def status(self) -> str:
-        now = timezone.now()
+    def status(self) -> KeyStatus:
+        return self.status_at(timezone.now())
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        """active, expired or revoked: `key_status_q` is the same rule as a filter."""
         if self.revoked_at is not None:
-            return "revoked"
+            return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
-            return "expired"
-        return "active"
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE
 
-    def revoke(self) -> None:
-        if self.revoked_at is None:
-            self.revoked_at = timezone.now()
-            self.save(update_fields=["revoked_at"])
+    def is_usable(self, now: datetime | None = None) -> bool:
+        """Whether the key would be let in: active, and its tenant active."""
+        return self.status_at(now or timezone.now()) == KeyStatus.ACTIVE and self.tenant.active
 
-    def rotate(self, *, grace: timedelta, created_by: Any = None) -> tuple[ApiKey, str]:
-        """Issue a successor with the same grants; this key keeps working for ``grace``."""
-        successor, plaintext = ApiKey.issue(
-            tenant=self.tenant,
-            name=f"{self.name} (rotated {timezone.now():%Y-%m-%d %H:%M})",
-            created_by=created_by,
-            expires_at=self.expires_at,
-            rotated_from=self,
+    def revoke(self) -> bool:
+        """Revoke now, once (a conditional update: two revocations race safely). Without audit:
+        people's faces revoke through tenants.services.revoke_key, which records it."""
+        now = timezone.now()
+        done = ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now)
+        self.refresh_from_db(fields=["revoked_at"])
+        return bool(done)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if expiry_in_the_past(self):
+            errors["expires_at"] = "The expiry must be in the future."
+        if not self._state.adding and self.tenant_id is not None and has_changed(self, "tenant"):
+            errors["tenant"] = "A key cannot move to another tenant: issue a new key there."
+        if errors:
+            raise ValidationError(errors)
+
+    def clean_many_to_many(self, values: Mapping[str, Iterable[Any]]) -> None:
+        """A key narrowed to models must stay within what its tenant is granted."""
+        models_ = list(values.get("allowed_models", []))
+        if not models_ or self.tenant_id is None:
+            return
+        from models_registry.models import ModelGrant
+
+        granted = set(
+            ModelGrant.objects.filter(tenant_id=self.tenant_id).values_list("model_id", flat=True)
         )
-        successor.allowed_models.set(self.allowed_models.all())
-        deadline = timezone.now() + grace
-        if self.expires_at is None or self.expires_at > deadline:
-            self.expires_at = deadline
-            self.save(update_fields=["expires_at"])
-        return successor, plaintext
+        outside = sorted(m.name for m in models_ if m.pk not in granted)
+        if outside:
+            raise ValidationError(
+                {
+                    "allowed_models": (
+                        f"Not granted to tenant {self.tenant.slug}: {', '.join(outside)}. "
+                        "Grant the models first."
+                    )
+                }
+            )
 
 
 class ApiToken(models.Model):
@@ -220,6 +285,8 @@ class ApiToken(models.Model):
     def issue(
         cls, *, user: Any, name: str, expires_at: datetime | None = None
     ) -> tuple[ApiToken, str]:
+        """Create a token without rules or audit, for fixtures; people's faces go through
+        tenants.services.issue_token."""
         secret = keys.generate(keys.API_TOKEN_MARKER)
         token = cls.objects.create(
             user=user,
@@ -245,12 +312,22 @@ class ApiToken(models.Model):
             return None
         return token
 
+    def clean(self) -> None:
+        if expiry_in_the_past(self):
+            raise ValidationError({"expires_at": "The expiry must be in the future."})
+
+
+SAME_SCOPE = "A quota for this scope already exists; edit that one."
+
 
 class Quota(models.Model):
     """Limits for a tenant, optionally narrowed to one key and/or one model.
 
     Every limit is optional (empty means no limit at this level); a request must pass every
     quota that applies to it: the tenant-wide one, its key's, its model's and its key-and-model one.
+
+    Rules: one quota per scope (the partial unique constraints), at least one limit, limits not
+    negative, a key of the same tenant, a model the tenant is granted (`clean`).
     """
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="quotas")
@@ -307,26 +384,31 @@ class Quota(models.Model):
                 fields=["tenant"],
                 condition=Q(api_key__isnull=True, model__isnull=True),
                 name="quota_unique_tenant_scope",
+                violation_error_message=SAME_SCOPE,
             ),
             models.UniqueConstraint(
                 fields=["tenant", "api_key"],
                 condition=Q(api_key__isnull=False, model__isnull=True),
                 name="quota_unique_key_scope",
+                violation_error_message=SAME_SCOPE,
             ),
             models.UniqueConstraint(
                 fields=["tenant", "model"],
                 condition=Q(api_key__isnull=True, model__isnull=False),
                 name="quota_unique_model_scope",
+                violation_error_message=SAME_SCOPE,
             ),
             models.UniqueConstraint(
                 fields=["tenant", "api_key", "model"],
                 condition=Q(api_key__isnull=False, model__isnull=False),
                 name="quota_unique_key_model_scope",
+                violation_error_message=SAME_SCOPE,
             ),
             models.CheckConstraint(
                 condition=(Q(cost_per_day__isnull=True) | Q(cost_per_day__gte=0))
                 & (Q(cost_per_month__isnull=True) | Q(cost_per_month__gte=0)),
                 name="quota_costs_not_negative",
+                violation_error_message="Costs cannot be negative.",
             ),
         ]
 
@@ -341,3 +423,23 @@ class Quota(models.Model):
     @property
     def scope(self) -> QuotaScope:
         return scope_of(self.api_key_id, self.model_id)
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        if all(getattr(self, name) is None for name in self.LIMIT_FIELDS):
+            errors[NON_FIELD_ERRORS] = "Set at least one limit (empty fields mean no limit)."
+        tenant, key, model = (
+            self.tenant if self.tenant_id else None,
+            self.api_key if self.api_key_id else None,
+            self.model if self.model_id else None,
+        )
+        if tenant is not None and key is not None and key.tenant_id != tenant.pk:
+            errors["api_key"] = f"This key belongs to tenant {key.tenant.slug}, not {tenant.slug}."
+        if (
+            tenant is not None
+            and model is not None
+            and not tenant.grants.filter(model=model).exists()
+        ):
+            errors["model"] = f"{tenant.slug} is not granted {model.name}; grant it first."
+        if errors:
+            raise ValidationError(errors)

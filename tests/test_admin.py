@@ -74,7 +74,7 @@ def test_adding_a_key_in_the_admin_shows_the_plaintext_once_and_never_the_hash(
     for page in (change_page, changelist):
         assert key.hashed_key not in page
         assert plaintext not in page
-    event = AuditEvent.objects.get(via="admin", action="create", object_id=str(key.pk))
+    event = AuditEvent.objects.get(via="admin", action="issue", object_id=str(key.pk))
     assert key.hashed_key not in str(event.changes)
 
 

@@ -41,6 +41,9 @@ class ResourceCase:
         self.admin = platform_admin
 
     # --- what a concrete class declares -------------------------------------------------
+    # The audit action of a creation and of a deletion (controlplane.audit.Action).
+    create_action, delete_action = "create", "delete"
+
     def sample(self) -> models.Model:
         raise NotImplementedError
 
@@ -92,7 +95,7 @@ class ResourceCase:
             return
         assert response.status_code == 201, response.data
         assert self.model._default_manager.count() == before + 1
-        assert self.audited("create", response.data["id"])
+        assert self.audited(self.create_action, response.data["id"])
 
     def test_it_updates_one_and_audits_the_change(self) -> None:
         obj = self.sample()
@@ -118,7 +121,7 @@ class ResourceCase:
             return
         assert response.status_code == 204, getattr(response, "data", None)
         assert not self.model._default_manager.filter(pk=obj.pk).exists()
-        assert self.audited("delete", obj.pk)
+        assert self.audited(self.delete_action, obj.pk)
 
     def test_it_refuses_anonymous_callers(self) -> None:
         obj = self.sample()
@@ -181,6 +184,7 @@ class TestUsers(ResourceCase):
 class TestApiKeys(ResourceCase):
     endpoint, model = "api-keys", ApiKey
     deletable = False  # keys are revoked, so usage stays attributed
+    create_action = "issue"
 
     def sample(self) -> models.Model:
         return factories.api_key(self.tenant)
@@ -196,6 +200,7 @@ class TestApiTokens(ResourceCase):
     endpoint, model = "api-tokens", ApiToken
     updatable = False
     deletable = False  # tokens are revoked
+    create_action = "issue"
 
     def sample(self) -> models.Model:
         token, _ = ApiToken.issue(user=self.admin.user, name="terraform")
@@ -277,6 +282,7 @@ class TestModelVersions(ResourceCase):
 class TestGrants(ResourceCase):
     endpoint, model = "grants", ModelGrant
     updatable = False  # a grant is created or deleted, not edited
+    create_action, delete_action = "grant", "ungrant"
 
     def sample(self) -> models.Model:
         return factories.grant(self.tenant)

@@ -9,7 +9,7 @@ import pytest
 from controlplane.models import AuditEvent
 from models_registry.models import EngineRuntime, ModelVersion
 from nodes.models import Deployment, Node
-from tenants.models import ApiKey, Quota, Tenant
+from tenants.models import ApiKey, Tenant
 from tests import factories
 from tests.conftest import Actor
 
@@ -115,44 +115,6 @@ def test_a_model_name_with_spaces_is_refused(platform_admin: Actor) -> None:
     response = post(platform_admin, "models", {"name": "my model"})
     assert response.status_code == 400
     assert "name" in response.data
-
-
-def test_a_quota_narrowed_to_a_model_the_tenant_is_not_granted_is_refused(
-    platform_admin: Actor, tenant_a: Tenant
-) -> None:
-    model = factories.model()
-    response = post(platform_admin, "quotas", {"tenant": tenant_a.pk, "model": model.pk})
-    assert response.status_code == 400
-    assert list(response.data) == ["model"]
-    factories.grant(tenant_a, model)
-    response = post(platform_admin, "quotas", {"tenant": tenant_a.pk, "model": model.pk})
-    assert response.status_code == 201
-
-
-def test_a_quota_narrowed_to_another_tenants_key_is_refused(
-    platform_admin: Actor, tenant_a: Tenant, tenant_b: Tenant
-) -> None:
-    key_b = factories.api_key(tenant_b)
-    response = post(platform_admin, "quotas", {"tenant": tenant_a.pk, "api_key": key_b.pk})
-    assert response.status_code == 400
-    assert list(response.data) == ["api_key"]
-    assert not Quota.objects.exists()
-
-
-def test_a_second_quota_for_the_same_scope_is_refused(
-    platform_admin: Actor, tenant_a: Tenant
-) -> None:
-    key = factories.api_key(tenant_a)
-    assert post(platform_admin, "quotas", {"tenant": tenant_a.pk}).status_code == 201
-    assert post(platform_admin, "quotas", {"tenant": tenant_a.pk}).status_code == 400
-    assert (
-        post(platform_admin, "quotas", {"tenant": tenant_a.pk, "api_key": key.pk}).status_code
-        == 201
-    )
-    again = post(platform_admin, "quotas", {"tenant": tenant_a.pk, "api_key": key.pk})
-    assert again.status_code == 400
-    assert "already exists" in str(again.data)
-    assert Quota.objects.count() == 2
 
 
 def test_negative_quota_limits_are_field_errors(platform_admin: Actor, tenant_a: Tenant) -> None:

@@ -6,7 +6,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from tenants import keys
+from controlplane import audit
+from tenants import keys, services
 from tenants.models import ApiKey, Tenant
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +57,7 @@ def test_it_rejects_keys_of_an_inactive_tenant(tenant_a: Tenant) -> None:
 
 def test_rotation_keeps_the_old_key_working_for_the_grace_period(tenant_a: Tenant) -> None:
     old, old_plaintext = ApiKey.issue(tenant=tenant_a, name="prod")
-    new, new_plaintext = old.rotate(grace=timedelta(hours=1))
+    new, new_plaintext = services.rotate_key(old, grace=timedelta(hours=1), origin=audit.SYSTEM)
     assert ApiKey.authenticate(old_plaintext) == old
     assert ApiKey.authenticate(new_plaintext) == new
     old.refresh_from_db()

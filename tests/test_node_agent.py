@@ -27,7 +27,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from pytest_django.live_server_helper import LiveServer
 
-from controlplane.audit import Via
+from controlplane.audit import Origin, Via
 from models_registry.management.commands.register_runtime import CPU_ENVIRONMENT
 from models_registry.models import EngineRuntime, Model, ModelGrant, ModelVersion, VersionState
 from nodes import credentials, services
@@ -355,7 +355,7 @@ def test_a_restart_asked_for_replaces_a_ready_engine_through_the_state_machine(
     last_event = WorkerEvent.objects.filter(worker=worker).order_by("id").last()
     assert last_event is not None
 
-    services.restart_worker(worker, via=Via.DASHBOARD)
+    services.restart_worker(worker, origin=Origin(actor=None, via=Via.DASHBOARD))
 
     failed = wait_for(
         "the agent to stop the stale engine",

@@ -11,6 +11,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from controlplane import audit
 from controlplane.models import AuditEvent
 from nodes import services
 from nodes.agent_api.views import assignment
@@ -49,7 +50,7 @@ def trail(obj: Any) -> list[tuple[str, str]]:
 def test_a_restart_changes_the_fingerprint_and_leaves_the_state_to_the_agent() -> None:
     worker = factories.worker(port=8100, pid=4242, state=WorkerState.READY)
     before = assignment(worker).fingerprint
-    services.restart_worker(worker, via="cli")
+    services.restart_worker(worker, origin=audit.CLI)
     worker.refresh_from_db()
     # Nothing but the agent moves the state: it sees the new fingerprint, stops the engine,
     # reports failed, starts a new one (test_node_agent shows it with a real engine).

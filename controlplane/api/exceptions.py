@@ -32,8 +32,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, DjangoValidationError):
-        detail = (
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
-        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
+        # A rule a service enforces (tenants/services.py, ...) that no serializer ran first.
+        from controlplane.api.serializers import field_errors
+
+        return Response(field_errors(exc), status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)

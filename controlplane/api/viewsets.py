@@ -6,12 +6,12 @@ Three concerns live here, once:
   tenant's objects are 404 (their existence is not revealed), never 403;
 - writes in a transaction: a failing write leaves nothing half-written;
 - the audit trail: every create, update, delete and action records an AuditEvent
-  (`via="api"`), with secrets left out of `changes`.
+  (`via="api"`) through `self.origin`, in the shapes controlplane/audit.py defines; a write
+  that is more than a save calls its service (tenants/services.py, ...) with that origin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from django.db import models, transaction
@@ -19,33 +19,8 @@ from django.db.models import QuerySet
 from rest_framework import serializers, viewsets
 from rest_framework.request import Request
 
-from controlplane import audit
+from controlplane.audit import Origin, state_of
 from tenants.roles import Actor, actor_of
-
-# Field names never copied into an audit event's `changes`.
-SECRET_FIELDS = frozenset({"hashed_key", "hashed_token", "credential_hash", "password"})
-
-
-def snapshot(obj: models.Model) -> dict[str, Any]:
-    """The audit-worthy state of an object: its concrete fields and its many-to-many ids."""
-    state: dict[str, Any] = {}
-    for field in obj._meta.concrete_fields:
-        if field.name in SECRET_FIELDS:
-            continue
-        state[field.name] = field.value_from_object(obj)
-    if obj.pk is not None:
-        for m2m in obj._meta.many_to_many:
-            state[m2m.name] = sorted(getattr(obj, m2m.name).values_list("pk", flat=True))
-    return state
-
-
-def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """{field: [old, new]} for every field whose value changed."""
-    return {
-        name: [before.get(name), value]
-        for name, value in after.items()
-        if name not in {"updated_at"} and before.get(name) != value
-    }
 
 
 def client_address(request: Request) -> str | None:
@@ -87,32 +62,30 @@ class TenantNarrowedMixin(ActorMixin):
 class AuditedMixin(ActorMixin):
     """Runs every write in a transaction and records it in the audit log."""
 
+    @property
+    def origin(self) -> Origin:
+        """Who is writing, through the REST API: handed to services and the audit log."""
+        return Origin(actor=self.request.user, via="api", remote_addr=client_address(self.request))
+
     def audit(self, action: str, obj: models.Model, changes: dict[str, Any] | None = None) -> None:
-        audit.record(
-            actor=self.request.user,
-            via="api",
-            action=action,
-            obj=obj,
-            changes=changes,
-            remote_addr=client_address(self.request),
-        )
+        self.origin.record(action, obj, changes)
 
     def perform_create(self, serializer: serializers.BaseSerializer[Any]) -> None:
         with transaction.atomic():
             obj = serializer.save()
-            self.audit("create", obj, snapshot(obj))
+            self.origin.created(obj)
 
     def perform_update(self, serializer: serializers.BaseSerializer[Any]) -> None:
         with transaction.atomic():
-            before = snapshot(serializer.instance)  # type: ignore[arg-type]
+            before = state_of(serializer.instance)  # type: ignore[arg-type]
             obj = serializer.save()
             obj.refresh_from_db()
-            self.audit("update", obj, diff(before, snapshot(obj)))
+            self.origin.updated(obj, before)
 
     def perform_destroy(self, instance: models.Model) -> None:
         with transaction.atomic():
             # Recorded first: after the delete the object has no primary key to name.
-            self.audit("delete", instance, snapshot(instance))
+            self.origin.deleted(instance)
             instance.delete()
 
 

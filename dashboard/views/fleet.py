@@ -14,15 +14,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from controlplane.audit import Via
 from dashboard import logs
 from dashboard.access import (
     actor,
     is_partial,
     member_view,
+    origin,
     own_tenant_id,
     platform_admin_view,
-    record,
     respond,
 )
 from dashboard.forms import (
@@ -34,6 +33,7 @@ from dashboard.forms import (
     VersionStateForm,
 )
 from dashboard.views.tenants import redirect_after_save
+from models_registry import services as registry
 from models_registry.models import EngineRuntime, Model, ModelVersion
 from nodes import services
 from nodes.models import (
@@ -98,7 +98,7 @@ def model_create(request: HttpRequest) -> HttpResponse:
         return respond(request, "dashboard/models.html", "htmx/model_form.html", context, 422)
     with transaction.atomic():
         model = form.save()
-        record(request, "create", model, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(model)
     return redirect_after_save(request, reverse("dashboard:model", args=[model.pk]))
 
 
@@ -111,7 +111,7 @@ def runtime_create(request: HttpRequest) -> HttpResponse:
         return respond(request, "dashboard/models.html", "htmx/runtime_form.html", context, 422)
     with transaction.atomic():
         runtime = form.save()
-        record(request, "create", runtime, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(runtime)
     return redirect_after_save(request, reverse("dashboard:models"))
 
 
@@ -154,9 +154,7 @@ def version_create(request: HttpRequest, model_id: int) -> HttpResponse:
     if not form.is_valid():
         context = model_context(request, model, version_form=form)
         return respond(request, "dashboard/model.html", "htmx/version_form.html", context, 422)
-    with transaction.atomic():
-        version = form.save()
-        record(request, "create", version, {k: form.cleaned_data[k] for k in form.fields})
+    registry.save_version(form.save(commit=False), origin=origin(request))
     return redirect_after_save(request, reverse("dashboard:model", args=[model.pk]))
 
 
@@ -166,11 +164,7 @@ def version_state(request: HttpRequest, version_id: int) -> HttpResponse:
     version = get_object_or_404(ModelVersion.objects.select_related("model"), pk=version_id)
     form = VersionStateForm(request.POST)
     if form.is_valid() and form.cleaned_data["state"] != version.state:
-        with transaction.atomic():
-            old = version.state
-            version.state = form.cleaned_data["state"]
-            version.save(update_fields=["state", "updated_at"])
-            record(request, "set_state", version, {"state": [old, version.state]})
+        registry.set_version_state(version, form.cleaned_data["state"], origin=origin(request))
     return redirect_after_save(request, reverse("dashboard:model", args=[version.model_id]))
 
 
@@ -247,7 +241,7 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
         )
     with transaction.atomic():
         deployment = form.save()
-        record(request, "create", deployment, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(deployment)
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
     return render(request, "htmx/deployment_results.html", deployments_context(request))
@@ -270,7 +264,7 @@ def deployment_update(request: HttpRequest, deployment_id: int) -> HttpResponse:
     services.scale_deployment(
         deployment,
         **{name: form.cleaned_data[name] for name in services.SCALE_FIELDS},
-        **who_did_it(request),
+        origin=origin(request),
     )
     if not is_partial(request):
         return redirect(reverse("dashboard:deployments"))
@@ -293,7 +287,7 @@ def deployment_delete(request: HttpRequest, deployment_id: int) -> HttpResponse:
     deployment = get_object_or_404(Deployment, pk=deployment_id)
     try:
         with transaction.atomic():
-            record(request, "delete", deployment)
+            origin(request).deleted(deployment)
             deployment.delete()
     except ProtectedError:
         # Usage records keep their worker as NULL, so nothing should protect it; say so if it does.
@@ -350,15 +344,6 @@ NODE_ACTIONS = {
 }
 
 
-def who_did_it(request: HttpRequest) -> dict[str, Any]:
-    """The audit fields of a change made through the dashboard."""
-    return {
-        "actor": request.user,
-        "via": Via.DASHBOARD,
-        "remote_addr": request.META.get("REMOTE_ADDR"),
-    }
-
-
 @require_POST
 @platform_admin_view
 def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
@@ -367,7 +352,7 @@ def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
     if operation is None:
         raise Http404(f"Unknown node action {action!r}.")
     try:
-        operation(node, f"{action} from the dashboard", **who_did_it(request))
+        operation(node, f"{action} from the dashboard", origin=origin(request))
     except services.Refused as exc:
         return HttpResponse(str(exc), status=409)
     return node_answer(request, node.name)
@@ -404,7 +389,7 @@ def worker_action(request: HttpRequest, worker_id: int, action: str) -> HttpResp
     if operation is None:
         raise Http404(f"Unknown worker action {action!r}.")
     try:
-        operation(worker, **who_did_it(request))
+        operation(worker, origin=origin(request))
     except services.Refused as exc:
         return HttpResponse(str(exc), status=409)
     if worker.node is None:

@@ -1,11 +1,17 @@
-"""Tenants, their keys, quotas and granted models."""
+"""Tenants, their keys, quotas and granted models.
+
+The views check access, bind forms and answer; the rules are the models' (run by the forms),
+and every write beyond a save is a call to tenants/services.py or models_registry/services.py
+with `origin(request)`, so it is the same change, with the same audit event, as on the API.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -14,15 +20,16 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from controlplane.audit import state_of
 from controlplane.models import UsageRecord
 from dashboard import figures
 from dashboard.access import (
     actor,
-    changed_fields,
     is_partial,
     member_view,
+    origin,
     platform_admin_view,
-    record,
+    refused,
     require_platform_admin,
     require_write,
     respond,
@@ -37,8 +44,10 @@ from dashboard.forms import (
     TenantForm,
     TenantSettingsForm,
 )
+from models_registry import services as registry
 from models_registry.models import ModelGrant
-from tenants.models import ApiKey, Quota, Tenant
+from tenants import services
+from tenants.models import ApiKey, KeyStatus, Quota, Tenant, key_status_q
 
 PAGE_SIZE = 25
 
@@ -57,7 +66,9 @@ def tenant_list(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     query = request.GET.get("q", "").strip()
     tenants = visible_tenants(who).annotate(
-        active_keys=Count("api_keys", filter=Q(api_keys__revoked_at__isnull=True), distinct=True),
+        active_keys=Count(
+            "api_keys", filter=key_status_q(KeyStatus.ACTIVE, prefix="api_keys__"), distinct=True
+        ),
         granted=Count("grants", distinct=True),
         # A subquery, not a join: joining usage would multiply the counts above.
         cost_today=Subquery(
@@ -89,7 +100,7 @@ def tenant_create(request: HttpRequest) -> HttpResponse:
         )
     with transaction.atomic():
         tenant = form.save()
-        record(request, "create", tenant, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(tenant)
     return redirect_after_save(request, reverse("dashboard:tenant", args=[tenant.slug]))
 
 
@@ -140,13 +151,14 @@ def tenant_update(request: HttpRequest, slug: str) -> HttpResponse:
     who = actor(request)
     tenant = tenant_or_404(who, slug)
     require_platform_admin(who)
+    before = state_of(tenant)
     form = TenantSettingsForm(request.POST, instance=tenant)
     if not form.is_valid():
         context = tenant_context(request, tenant, settings_form=form)
         return respond(request, "dashboard/tenant.html", "htmx/tenant_settings.html", context, 422)
     with transaction.atomic():
         form.save()
-        record(request, "update", tenant, changed_fields(form))
+        origin(request).updated(tenant, before)
     return redirect_after_save(request, reverse("dashboard:tenant", args=[tenant.slug]))
 
 
@@ -167,28 +179,18 @@ def key_create(request: HttpRequest, slug: str) -> HttpResponse:
     tenant = tenant_or_404(who, slug)
     require_write(who)
     form = ApiKeyForm(request.POST, tenant=tenant)
+    if form.is_valid():
+        try:
+            plaintext = services.issue_key(
+                form.instance,
+                allowed_models=form.cleaned_data["allowed_models"],
+                origin=origin(request),
+            )
+        except ValidationError as exc:  # a key of the same name issued in the meantime
+            refused(form, exc)
     if not form.is_valid():
         return keys_response(request, tenant, 422, key_form=form)
-    with transaction.atomic():
-        key, plaintext = ApiKey.issue(
-            tenant=tenant,
-            name=form.cleaned_data["name"],
-            created_by=request.user,
-            expires_at=form.cleaned_data["expires_at"],
-        )
-        key.allowed_models.set(form.cleaned_data["allowed_models"])
-        record(
-            request,
-            "create",
-            key,
-            {
-                "name": key.name,
-                "prefix": key.prefix,
-                "expires_at": key.expires_at,
-                "allowed_models": [m.name for m in form.cleaned_data["allowed_models"]],
-            },
-        )
-    return keys_response(request, tenant, new_key={"key": key, "plaintext": plaintext})
+    return keys_response(request, tenant, new_key={"key": form.instance, "plaintext": plaintext})
 
 
 def tenant_key(request: HttpRequest, slug: str, key_id: int) -> tuple[Tenant, ApiKey]:
@@ -205,10 +207,7 @@ def tenant_key(request: HttpRequest, slug: str, key_id: int) -> tuple[Tenant, Ap
 @member_view
 def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     tenant, key = tenant_key(request, slug, key_id)
-    with transaction.atomic():
-        if key.revoked_at is None:
-            key.revoke()
-            record(request, "revoke", key, {"revoked_at": key.revoked_at})
+    services.revoke_key(key, origin=origin(request))
     return keys_response(request, tenant)
 
 
@@ -217,30 +216,14 @@ def key_revoke(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
 def key_rotate(request: HttpRequest, slug: str, key_id: int) -> HttpResponse:
     tenant, key = tenant_key(request, slug, key_id)
     form = RotateForm(request.POST)
-    # The same rules as the REST API's rotate: a key has at most one successor (a unique
-    # constraint: rotating twice was an IntegrityError, a 500), and only a usable key rotates.
-    successor = ApiKey.objects.filter(rotated_from=key).first()
-    if key.revoked_at is not None:
-        form.add_error(None, "A revoked key cannot be rotated.")
-    elif key.status == "expired":
-        form.add_error(None, "An expired key cannot be rotated: create a new key instead.")
-    elif successor is not None:
-        form.add_error(
-            None, f"This key was already rotated to {successor.prefix}: rotate that one."
-        )
-    if not form.is_valid():
-        return keys_response(request, tenant, 422, rotate_form=form)
-    try:
-        with transaction.atomic():
-            successor, plaintext = key.rotate(grace=form.grace_period(), created_by=request.user)
-            record(
-                request,
-                "rotate",
-                key,
-                {"successor": successor.prefix, "old_key_expires_at": key.expires_at},
+    if form.is_valid():
+        try:
+            successor, plaintext = services.rotate_key(
+                key, grace=form.grace_period(), origin=origin(request)
             )
-    except IntegrityError:  # rotated by someone else in the meantime
-        form.add_error(None, "This key was just rotated by someone else: reload the page.")
+        except ValidationError as exc:
+            refused(form, exc)
+    if not form.is_valid():
         return keys_response(request, tenant, 422, rotate_form=form)
     return keys_response(request, tenant, new_key={"key": successor, "plaintext": plaintext})
 
@@ -264,7 +247,7 @@ def quota_create(request: HttpRequest, slug: str) -> HttpResponse:
         return quotas_response(request, tenant, 422, quota_form=form)
     with transaction.atomic():
         quota = form.save()
-        record(request, "create", quota, {k: form.cleaned_data[k] for k in form.fields})
+        origin(request).created(quota)
     return quotas_response(request, tenant)
 
 
@@ -283,14 +266,14 @@ def quota_edit(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse:
         form = QuotaForm(instance=quota, tenant=tenant)
         context = {"tenant": tenant, "quota": quota, "form": form, "is_platform_admin": True}
         return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context)
+    before = state_of(quota)
     form = QuotaForm(request.POST, instance=quota, tenant=tenant)
     if not form.is_valid():
         context = {"tenant": tenant, "quota": quota, "form": form, "is_platform_admin": True}
         return respond(request, "dashboard/quota_edit.html", "htmx/quota_card.html", context, 422)
     with transaction.atomic():
-        changes = changed_fields(form)
         quota = form.save()
-        record(request, "update", quota, changes)
+        origin(request).updated(quota, before)
     if not is_partial(request):
         return redirect(reverse("dashboard:tenant", args=[tenant.slug]) + "#quotas")
     quota = Quota.objects.select_related("api_key", "model").get(pk=quota.pk)
@@ -325,7 +308,7 @@ def quota_delete(request: HttpRequest, slug: str, quota_id: int) -> HttpResponse
     # Quotas are the platform's limits on a tenant: its own admin reads them, cannot lift them.
     require_platform_admin(who)
     with transaction.atomic():
-        record(request, "delete", quota)
+        origin(request).deleted(quota)
         quota.delete()
     return quotas_response(request, tenant)
 
@@ -346,9 +329,13 @@ def grant_create(request: HttpRequest, slug: str) -> HttpResponse:
     form = GrantForm(request.POST, tenant=tenant)
     if not form.is_valid():
         return grants_response(request, tenant, 422, grant_form=form)
-    with transaction.atomic():
-        grant = ModelGrant.objects.create(tenant=tenant, model=form.cleaned_data["model"])
-        record(request, "grant", grant, {"model": grant.model.name})
+    try:
+        registry.grant_model(
+            ModelGrant(tenant=tenant, model=form.cleaned_data["model"]), origin=origin(request)
+        )
+    except ValidationError as exc:  # granted by someone else in the meantime
+        refused(form, exc)
+        return grants_response(request, tenant, 422, grant_form=form)
     return grants_response(request, tenant)
 
 
@@ -361,7 +348,5 @@ def grant_delete(request: HttpRequest, slug: str, grant_id: int) -> HttpResponse
         ModelGrant.objects.select_related("model"), tenant=tenant, pk=grant_id
     )
     require_platform_admin(who)
-    with transaction.atomic():
-        record(request, "ungrant", grant, {"model": grant.model.name})
-        grant.delete()
+    registry.ungrant_model(grant, origin=origin(request))
     return grants_response(request, tenant)

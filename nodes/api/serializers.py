@@ -4,8 +4,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from controlplane.api.serializers import ValidatedModelSerializer
 from controlplane.validation import string_map_problem
-from models_registry.models import VersionState
 from nodes.models import Deployment, Gpu, Node, Worker
 
 
@@ -39,6 +39,7 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         ]
 
     def validate_labels(self, value: Any) -> Any:
+        # The one string-map check (controlplane/validation.py); Node itself has no clean().
         problem = string_map_problem(value)
         if problem:
             raise serializers.ValidationError(problem)
@@ -63,7 +64,9 @@ class GpuSerializer(serializers.ModelSerializer[Gpu]):
         read_only_fields = fields
 
 
-class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
+class DeploymentSerializer(ValidatedModelSerializer[Deployment]):
+    """Its rules are Deployment's (nodes/models.py), run by ValidatedModelSerializer."""
+
     class Meta:
         model = Deployment
         fields = [
@@ -82,19 +85,6 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
         ]
         # The scheduler writes why it cannot place a deployment.
         read_only_fields = ["unschedulable_reason", "created_at", "updated_at"]
-
-    def validate_label_selector(self, value: Any) -> Any:
-        problem = string_map_problem(value)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return value
-
-    def validate_model_version(self, value: Any) -> Any:
-        if value.state == VersionState.RETIRED:
-            raise serializers.ValidationError(
-                f"Version {value} is retired: deploy a draft or active version."
-            )
-        return value
 
 
 class WorkerSerializer(serializers.ModelSerializer[Worker]):

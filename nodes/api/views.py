@@ -13,16 +13,10 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from controlplane.api.permissions import IsPlatformAdmin
-from controlplane.api.viewsets import AuditedModelViewSet, client_address, snapshot
-from controlplane.audit import Via
+from controlplane.api.viewsets import AuditedMixin, AuditedModelViewSet
 from nodes import credentials, services
 from nodes.api import filters, serializers
 from nodes.models import Deployment, Gpu, Node, NodeState, Worker
-
-
-def who_did_it(request: Request) -> dict[str, Any]:
-    """The audit fields of a change made through the REST API."""
-    return {"actor": request.user, "via": Via.API, "remote_addr": client_address(request)}
 
 
 class NodeStateChangeSerializer(drf_serializers.Serializer):
@@ -42,7 +36,7 @@ class NodeViewSet(AuditedModelViewSet):
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
         node = serializer.save()
         node._plaintext = credentials.issue(node)
-        self.audit("create", node, snapshot(node))
+        self.origin.created(node)
 
     @extend_schema(responses={201: serializers.NodeCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -79,7 +73,7 @@ class NodeViewSet(AuditedModelViewSet):
             if state is not None and state != node.state:
                 data.pop("state_reason", None)
                 try:
-                    services.set_node_state(node, state, reason or "", **who_did_it(self.request))
+                    services.set_node_state(node, state, reason or "", origin=self.origin)
                 except services.Refused as exc:
                     raise ValidationError({"state": [str(exc)]}) from exc
                 node.refresh_from_db()
@@ -92,7 +86,7 @@ class NodeViewSet(AuditedModelViewSet):
         body.is_valid(raise_exception=True)
         try:
             node = services.set_node_state(
-                node, state, body.validated_data["reason"], **who_did_it(request)
+                node, state, body.validated_data["reason"], origin=self.origin
             )
         except services.Refused as exc:
             raise ValidationError({"state": [str(exc)]}) from exc
@@ -138,8 +132,21 @@ class DeploymentViewSet(AuditedModelViewSet):
     search_fields = ["name", "model_version__model__name", "model_version__label"]
     ordering_fields = ["name", "replicas", "created_at", "updated_at"]
 
+    def perform_update(self, serializer: BaseSerializer[Any]) -> None:
+        """Replicas, traffic weight and desired state are a scale (nodes.services), recorded as
+        one whichever face asks for it; other fields are a plain audited update."""
+        deployment: Deployment = serializer.instance  # type: ignore[assignment]
+        data: dict[str, Any] = serializer.validated_data
+        scale = {name: data.pop(name) for name in services.SCALE_FIELDS if name in data}
+        with transaction.atomic():
+            if scale:
+                services.scale_deployment(deployment, **scale, origin=self.origin)
+                deployment.refresh_from_db()
+            if data:
+                super().perform_update(serializer)
 
-class WorkerViewSet(viewsets.ReadOnlyModelViewSet):
+
+class WorkerViewSet(AuditedMixin, viewsets.ReadOnlyModelViewSet):
     """Engine processes, as the scheduler and the node agents keep them. Read-only, but for
     two requests carried out by the node agent: restart and drain."""
 
@@ -153,7 +160,7 @@ class WorkerViewSet(viewsets.ReadOnlyModelViewSet):
     def _request_change(self, request: Request, operation: Any) -> Response:
         worker = self.get_object()
         try:
-            operation(worker, **who_did_it(request))
+            operation(worker, origin=self.origin)
         except services.Refused as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         fresh = self.get_queryset().get(pk=worker.pk)

@@ -4,10 +4,9 @@ from typing import Any
 
 import django_filters
 from django.contrib.auth import get_user_model
-from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db.models import QuerySet
 
-from tenants.models import ApiKey, ApiToken, Quota, Role, Tenant
+from tenants.models import ApiKey, ApiToken, KeyStatus, Quota, Role, Tenant, key_status_q
 
 
 class TenantFilter(django_filters.FilterSet):
@@ -30,7 +29,7 @@ class UserFilter(django_filters.FilterSet):
 class ApiKeyFilter(django_filters.FilterSet):
     tenant = django_filters.NumberFilter(field_name="tenant_id")
     status = django_filters.ChoiceFilter(
-        choices=[("active", "active"), ("expired", "expired"), ("revoked", "revoked")],
+        choices=[(status.value, status.value) for status in KeyStatus],
         method="filter_status",
         label="active, expired or revoked",
     )
@@ -40,14 +39,7 @@ class ApiKeyFilter(django_filters.FilterSet):
         fields = ["tenant", "name", "prefix", "status"]
 
     def filter_status(self, queryset: QuerySet[ApiKey], name: str, value: Any) -> QuerySet[ApiKey]:
-        now = timezone.now()
-        if value == "revoked":
-            return queryset.filter(revoked_at__isnull=False)
-        if value == "expired":
-            return queryset.filter(revoked_at__isnull=True, expires_at__lte=now)
-        return queryset.filter(revoked_at__isnull=True).filter(
-            Q(expires_at__isnull=True) | Q(expires_at__gt=now)
-        )
+        return queryset.filter(key_status_q(value))
 
 
 class ApiTokenFilter(django_filters.FilterSet):

@@ -1,3 +1,7 @@
+"""The tenants app's REST shapes. They hold no rule of their own: ValidatedModelSerializer runs
+the model's full_clean (tenants/models.py), and writes beyond a save go through
+tenants/services.py (see the views)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -6,22 +10,20 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.utils import timezone
 from rest_framework import serializers
 
-from controlplane.api.serializers import TenantField, default_tenant
-from models_registry.models import Model, ModelGrant
+from controlplane.api.serializers import TenantField, ValidatedModelSerializer, default_tenant
+from models_registry.models import Model
+from tenants import services
 from tenants.models import ApiKey, ApiToken, Membership, Quota, Role, Tenant
 
 User = get_user_model()
 
-# Rotation keeps the old key working this long by default, and at most this long, so a
-# forgotten rotation cannot leave a leaked key alive for months.
-DEFAULT_GRACE_SECONDS = 86400
-MAX_GRACE_SECONDS = 30 * 86400
+DEFAULT_GRACE_SECONDS = int(services.DEFAULT_GRACE.total_seconds())
+MAX_GRACE_SECONDS = int(services.MAX_GRACE.total_seconds())
 
 
-class TenantSerializer(serializers.ModelSerializer[Tenant]):
+class TenantSerializer(ValidatedModelSerializer[Tenant]):
     class Meta:
         model = Tenant
         fields = ["id", "slug", "name", "active", "priority_class", "created_at", "updated_at"]
@@ -111,7 +113,7 @@ class UserSerializer(serializers.ModelSerializer[Any]):
         return instance
 
 
-class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+class ApiKeySerializer(ValidatedModelSerializer[ApiKey]):
     """An inference key. Its plaintext is never part of this: see ApiKeyCreatedSerializer."""
 
     tenant = TenantField(
@@ -152,56 +154,11 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
             "rotated_from",
             "created_at",
         ]
-        # The name's uniqueness among active keys is checked in validate(); DRF's own
-        # validator for that constraint would make `tenant` required even for tenant admins.
-        validators: list[Any] = []
-
-    def validate_expires_at(self, value: Any) -> Any:
-        if value is not None and value <= timezone.now():
-            raise serializers.ValidationError("Must be in the future.")
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if (
-            self.instance is not None
-            and "tenant" in attrs
-            and attrs["tenant"] != self.instance.tenant
-        ):
-            raise serializers.ValidationError({"tenant": "A key cannot move to another tenant."})
-        tenant = default_tenant(self, attrs)
-        attrs["tenant"] = tenant
-        name = attrs.get("name", self.instance.name if self.instance else None)
-        clash = ApiKey.objects.filter(tenant=tenant, name=name, revoked_at__isnull=True)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError(
-                {"name": "This tenant already has an active key with this name."}
-            )
-        models = attrs.get("allowed_models")
-        if models:
-            granted = set(
-                ModelGrant.objects.filter(tenant=tenant).values_list("model_id", flat=True)
-            )
-            outside = sorted(m.name for m in models if m.pk not in granted)
-            if outside:
-                raise serializers.ValidationError(
-                    {
-                        "allowed_models": (
-                            f"Not granted to tenant {tenant.slug}: {', '.join(outside)}. "
-                            "Grant the models first."
-                        )
-                    }
-                )
-        return attrs
-
-    def create(self, validated_data: dict[str, Any]) -> ApiKey:
-        allowed = validated_data.pop("allowed_models", [])
-        key, plaintext = ApiKey.issue(**validated_data)
-        key.allowed_models.set(allowed)
-        # Handed to the view once, for the creation response; never stored.
-        key._plaintext = plaintext  # type: ignore[attr-defined]
-        return key
+        # A tenant admin need not name its own tenant; the model's rules need to know it.
+        attrs["tenant"] = default_tenant(self, attrs)
+        return super().validate(attrs)
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
@@ -228,21 +185,11 @@ class RotateSerializer(serializers.Serializer[Any]):
         return timedelta(seconds=self.validated_data["grace_seconds"])
 
 
-class ApiTokenSerializer(serializers.ModelSerializer[ApiToken]):
+class ApiTokenSerializer(ValidatedModelSerializer[ApiToken]):
     class Meta:
         model = ApiToken
         fields = ["id", "name", "prefix", "expires_at", "revoked_at", "last_used_at", "created_at"]
         read_only_fields = ["prefix", "revoked_at", "last_used_at", "created_at"]
-
-    def validate_expires_at(self, value: Any) -> Any:
-        if value is not None and value <= timezone.now():
-            raise serializers.ValidationError("Must be in the future.")
-        return value
-
-    def create(self, validated_data: dict[str, Any]) -> ApiToken:
-        token, plaintext = ApiToken.issue(**validated_data)
-        token._plaintext = plaintext  # type: ignore[attr-defined]
-        return token
 
 
 class ApiTokenCreatedSerializer(ApiTokenSerializer):
@@ -256,7 +203,7 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
         fields = [*ApiTokenSerializer.Meta.fields, "token"]
 
 
-class QuotaSerializer(serializers.ModelSerializer[Quota]):
+class QuotaSerializer(ValidatedModelSerializer[Quota]):
     tenant = TenantField()
 
     class Meta:
@@ -271,30 +218,3 @@ class QuotaSerializer(serializers.ModelSerializer[Quota]):
             "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
-        # Scope uniqueness is checked in validate() with a message that says which scope.
-        validators: list[Any] = []
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        def current(name: str) -> Any:
-            if name in attrs:
-                return attrs[name]
-            return getattr(self.instance, name) if self.instance else None
-
-        tenant, api_key, model = current("tenant"), current("api_key"), current("model")
-        errors: dict[str, str] = {}
-        if api_key is not None and api_key.tenant_id != tenant.pk:
-            errors["api_key"] = f"This key belongs to another tenant, not {tenant.slug}."
-        if model is not None and not ModelGrant.objects.filter(tenant=tenant, model=model).exists():
-            errors["model"] = (
-                f"Tenant {tenant.slug} is not granted model {model.name}: grant it first."
-            )
-        if errors:
-            raise serializers.ValidationError(errors)
-        same_scope = Quota.objects.filter(tenant=tenant, api_key=api_key, model=model)
-        if self.instance is not None:
-            same_scope = same_scope.exclude(pk=self.instance.pk)
-        if same_scope.exists():
-            raise serializers.ValidationError(
-                {"non_field_errors": ["A quota for this tenant, key and model already exists."]}
-            )
-        return attrs

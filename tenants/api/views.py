@@ -3,9 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.db.models import QuerySet
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -15,7 +13,8 @@ from rest_framework.response import Response
 from rest_framework.serializers import BaseSerializer
 
 from controlplane.api.permissions import HasRole, TenantAdminsWrite, TenantMembersRead
-from controlplane.api.viewsets import AuditedModelViewSet, snapshot
+from controlplane.api.viewsets import AuditedModelViewSet
+from tenants import services
 from tenants.api import filters, serializers
 from tenants.api import schema as _schema  # noqa: F401 - registers the token scheme for OpenAPI
 from tenants.models import ApiKey, ApiToken, Quota, Tenant
@@ -72,17 +71,28 @@ class ApiKeyViewSet(AuditedModelViewSet):
     ordering_fields = ["name", "created_at", "expires_at", "last_used_at"]
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
-        serializer.save(created_by=self.request.user)
-        obj = serializer.instance
-        assert obj is not None
-        self.audit("create", obj, snapshot(obj))
+        data = dict(serializer.validated_data)
+        allowed = data.pop("allowed_models", [])
+        key = ApiKey(**data)
+        plaintext = services.issue_key(key, allowed_models=allowed, origin=self.origin)
+        # Handed to the creation response once; never stored.
+        key._plaintext = plaintext  # type: ignore[attr-defined]
+        serializer.instance = key
+
+    def perform_update(self, serializer: BaseSerializer[Any]) -> None:
+        data = dict(serializer.validated_data)
+        allowed = data.pop("allowed_models", None)
+        data.pop("tenant", None)  # unchanged: the model refuses a move
+        assert serializer.instance is not None
+        serializer.instance = services.update_key(
+            serializer.instance, fields=data, allowed_models=allowed, origin=self.origin
+        )
 
     @extend_schema(responses={201: serializers.ApiKeyCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            self.perform_create(serializer)
+        self.perform_create(serializer)
         created = serializers.ApiKeyCreatedSerializer(
             serializer.instance, context=self.get_serializer_context()
         )
@@ -93,10 +103,7 @@ class ApiKeyViewSet(AuditedModelViewSet):
     def revoke(self, request: Request, pk: str | None = None) -> Response:
         """Revoke the key now. Revoking a revoked key changes nothing."""
         key = self.get_object()
-        with transaction.atomic():
-            if key.revoked_at is None:
-                key.revoke()
-                self.audit("revoke", key, {"revoked_at": key.revoked_at})
+        services.revoke_key(key, origin=self.origin)
         return Response(self.get_serializer(key).data)
 
     @extend_schema(
@@ -109,30 +116,8 @@ class ApiKeyViewSet(AuditedModelViewSet):
         key = self.get_object()
         params = serializers.RotateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
-        if not key.is_usable():
-            return Response(
-                {"detail": f"This key is {key.status}: create a new key instead of rotating it."},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        successor_id = ApiKey.objects.filter(rotated_from=key).values_list("pk", flat=True).first()
-        if successor_id is not None:
-            return Response(
-                {"detail": f"This key was already rotated to key {successor_id}: rotate that one."},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
-        with transaction.atomic():
-            successor, plaintext = key.rotate(grace=params.grace, created_by=request.user)
-            self.audit(
-                "rotate",
-                key,
-                {
-                    "rotated_to": successor.pk,
-                    "grace_seconds": params.validated_data["grace_seconds"],
-                    "expires_at": key.expires_at,
-                },
-            )
-            self.audit("create", successor, snapshot(successor))
-        successor._plaintext = plaintext
+        successor, plaintext = services.rotate_key(key, grace=params.grace, origin=self.origin)
+        successor._plaintext = plaintext  # type: ignore[attr-defined]
         created = serializers.ApiKeyCreatedSerializer(
             successor, context=self.get_serializer_context()
         )
@@ -155,17 +140,16 @@ class ApiTokenViewSet(AuditedModelViewSet):
         return ApiToken.objects.filter(user_id=self.request.user.pk)
 
     def perform_create(self, serializer: BaseSerializer[Any]) -> None:
-        serializer.save(user=self.request.user)
-        obj = serializer.instance
-        assert obj is not None
-        self.audit("create", obj, snapshot(obj))
+        token = ApiToken(user=self.request.user, **serializer.validated_data)
+        plaintext = services.issue_token(token, origin=self.origin)
+        token._plaintext = plaintext  # type: ignore[attr-defined]
+        serializer.instance = token
 
     @extend_schema(responses={201: serializers.ApiTokenCreatedSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        with transaction.atomic():
-            self.perform_create(serializer)
+        self.perform_create(serializer)
         created = serializers.ApiTokenCreatedSerializer(
             serializer.instance, context=self.get_serializer_context()
         )
@@ -176,11 +160,7 @@ class ApiTokenViewSet(AuditedModelViewSet):
     def revoke(self, request: Request, pk: str | None = None) -> Response:
         """Revoke the token now; requests made with it are refused from then on."""
         token = self.get_object()
-        with transaction.atomic():
-            if token.revoked_at is None:
-                token.revoked_at = timezone.now()
-                token.save(update_fields=["revoked_at"])
-                self.audit("revoke", token, {"revoked_at": token.revoked_at})
+        services.revoke_token(token, origin=self.origin)
         return Response(self.get_serializer(token).data)
 
 

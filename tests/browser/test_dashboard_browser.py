@@ -1,5 +1,6 @@
 """The dashboard in a real Chromium: what a platform engineer does, step by step, with a
-screenshot of every page saved under docs/screenshots/."""
+screenshot of every page saved under var/screenshots/ (docs/screenshots/ with
+`make screenshots`)."""
 
 from __future__ import annotations
 
@@ -350,7 +351,9 @@ def test_an_operator_signs_in_and_creates_a_tenant(
     page.get_by_role("button", name="Create tenant").click()
     expect(page.get_by_role("heading", name=re.compile("Umbrella Analytics"))).to_be_visible()
     expect(page).to_have_url(re.compile(r"/tenants/umbrella/$"))
-    assert AuditEvent.objects.filter(action="create", object_repr="umbrella", via="ui").exists()
+    assert AuditEvent.objects.filter(
+        action="create", object_repr="umbrella", via="dashboard"
+    ).exists()
 
 
 def test_a_new_key_is_shown_exactly_once(

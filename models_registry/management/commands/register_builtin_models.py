@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
+from controlplane import audit
+from models_registry import services
 from models_registry.engine_python import dir_size, embedding_model_dir
 from models_registry.models import EngineRuntime, Model, ModelVersion, Task, VersionState
 
@@ -49,20 +51,18 @@ class Command(BaseCommand):
                 model, _ = Model.objects.get_or_create(
                     name=name, defaults={"task": task, "description": description}
                 )
-                version, created = ModelVersion.objects.update_or_create(
-                    model=model,
-                    label="builtin",
-                    defaults={
-                        "weights_source": str(path),
-                        "weights_size_bytes": dir_size(path),
-                        "runtime": runtime,
-                        "extra_args": CPU_ARGS,
-                        "kv_cache_bytes": 1 << 30,
-                        "dtype": DTYPE,
-                        "state": VersionState.ACTIVE,
-                    },
-                )
-                version.full_clean()
+                version = ModelVersion.objects.filter(model=model, label="builtin").first()
+                if version is None:
+                    version = ModelVersion(model=model, label="builtin")
+                created = version._state.adding
+                version.weights_source = str(path)
+                version.weights_size_bytes = dir_size(path)
+                version.runtime = runtime
+                version.extra_args = CPU_ARGS
+                version.kv_cache_bytes = 1 << 30
+                version.dtype = DTYPE
+                version.state = VersionState.ACTIVE
+                services.save_version(version, origin=audit.CLI)
             self.stdout.write(
                 f"{'registered' if created else 'updated'} {model.name}@{version.label} "
                 f"({task}, {version.weights_size_bytes} bytes at {path})"

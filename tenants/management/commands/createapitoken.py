@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from controlplane import audit
+from tenants import services
 from tenants.models import ApiToken
 
 
@@ -38,14 +40,11 @@ class Command(BaseCommand):
         if days is not None and days < 1:
             raise CommandError("--expires-in-days must be at least 1.")
         expires_at = timezone.now() + timedelta(days=days) if days else None
-        token, plaintext = ApiToken.issue(user=user, name=options["name"], expires_at=expires_at)
-        audit.record(
-            actor=None,
-            via="system",
-            action="create",
-            obj=token,
-            changes={"user": user.username, "name": token.name, "prefix": token.prefix},
-        )
+        token = ApiToken(user=user, name=options["name"], expires_at=expires_at)
+        try:
+            plaintext = services.issue_token(token, origin=audit.CLI)
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
         # Only the plaintext on stdout, so scripts can capture it: TOKEN=$(manage.py ...)
         self.stdout.write(plaintext)
         self.stderr.write(f"token {token.prefix}… for {user.username}: shown only this once")
