@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from devtools.engine import engine_processes
+
 from .load import Load, Outcome, run_load
 from .stack import GATEWAY_PORTS, MODEL, NODES, Stack, db, say, wait_until
 
@@ -226,7 +228,6 @@ def engine_kill(stack: Stack, cfg: Config) -> Row:
 def agent_kill(stack: Stack, cfg: Config) -> Row:
     """kill -9 a node agent: its worker keeps serving; the restarted agent re-adopts it."""
     from nodes.models import Node
-    from tests.agent_support import engine_processes
 
     row = Row("kill -9 a node agent, restart it")
     tenant, _, key = make_tenant("rel-agent")

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from devtools import processes
+from devtools.engine import kill_engines
+from devtools.net import port_open
+from devtools.progress import say, wait_until
+
+# say and wait_until are devtools'; the scenarios import them from here.
+__all__ = ["Stack", "db", "running_stack", "say", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -39,30 +46,6 @@ API_PORT = 8401
 GATEWAY_PORTS = {"gateway-a": 8411, "gateway-b": 8412}
 NODES = {"rel-a": "8421-8429", "rel-b": "8431-8439"}
 MODEL = "tiny-llama"
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except Exception:  # a part still starting (or restarting) is not a failure yet
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def pg_bin(name: str) -> str:
@@ -111,15 +94,8 @@ class Process:
                 os.killpg(self.pid, sig)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.popen is None:
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(10)
+        """SIGTERM to its group, then SIGKILL after `timeout` seconds."""
+        processes.stop(self.popen, timeout)
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -337,8 +313,6 @@ class Stack:
 
     # --- the end -----------------------------------------------------------------------
     def close(self) -> None:
-        from tests.agent_support import kill_engines
-
         for name in [n for n in self.processes if n.startswith("agent-")]:
             self.processes[name].signal(signal.SIGKILL)
         kill_engines(NODES.values())

@@ -17,19 +17,19 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools import processes  # noqa: E402
+from devtools.net import wait_http  # noqa: E402
+from devtools.progress import say  # noqa: E402
+
 PYTHON = sys.executable
 NODE_NAME = "local"
 MODEL = "tiny-llama"
-
-
-def say(message: str) -> None:
-    print(f"==> {message}", flush=True)
 
 
 def manage(*args: str, capture: bool = False) -> str:
@@ -47,21 +47,7 @@ def manage(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - our own server
-            return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
-
-
 def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     import django
 
@@ -164,15 +150,9 @@ def demo_key() -> str:
 
 
 def stop(process: subprocess.Popen[bytes] | None, name: str, timeout: float = 30) -> None:
-    if process is None or process.poll() is not None:
-        return
-    say(f"stopping {name}")
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if process is not None and process.poll() is None:
+        say(f"stopping {name}")
+        processes.stop(process, timeout)
 
 
 def main() -> int:
@@ -225,7 +205,11 @@ def main() -> int:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_http(url + "/api/agent/v1/workers", 60)
+        try:
+            # Any answer will do (401 without a node credential): the server is up.
+            wait_http(url + "/api/agent/v1/workers", 60, process=server, any_status=True)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"the control plane did not start: {exc}; see var/server.log") from exc
 
         say(f"starting the node agent (log: {var_dir / 'agent.log'})")
         agent_log = open(var_dir / "agent.log", "ab")  # noqa: SIM115
