@@ -26,9 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devtools.commands import celery_command, granian_command  # noqa: E402
 from devtools.engine import CPU_ENGINE_ARGS, ENGINE_PYTHON, TINY_MODEL, spawn_engine  # noqa: E402
 from devtools.net import wait_http  # noqa: E402
-from devtools.processes import group_members, stop  # noqa: E402
+from devtools.processes import group_members, spawn, stop  # noqa: E402
 from devtools.stats import percentile  # noqa: E402
 
 ENGINE_PORT = int(os.environ.get("BENCH_ENGINE_PORT", "8210"))
@@ -107,30 +108,9 @@ def start_usage_flusher() -> subprocess.Popen[bytes] | None:
     """With Redis, as in production: a Celery worker with beat flushes the usage buffer."""
     if not os.environ.get("REDIS_URL"):
         return None  # embedded: the gateway process's own batch writer thread does it
-    log = (workdir / "celery.log").open("wb")
+    command = celery_command(workdir / "beat-schedule")
     env = dict(os.environ, CELERY_TASK_ALWAYS_EAGER="0")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "controlplane",
-            "worker",
-            "--beat",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--schedule",
-            str(workdir / "beat-schedule"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    return spawn(command, workdir / "celery.log", env=env, cwd=ROOT)
 
 
 def gateway_env() -> dict[str, str]:
@@ -141,29 +121,8 @@ def gateway_env() -> dict[str, str]:
 
 
 def start_gateway() -> subprocess.Popen[bytes]:
-    log = (workdir / "gateway.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--loop",
-            "uvloop",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(GATEWAY_PORT),
-            "--no-ws",
-            "controlplane.asgi:application",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=gateway_env(),
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    command = granian_command(GATEWAY_PORT, extra=["--loop", "uvloop", "--no-ws"])
+    return spawn(command, workdir / "gateway.log", env=gateway_env(), cwd=ROOT)
 
 
 async def load(

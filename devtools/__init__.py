@@ -9,7 +9,10 @@ configure Django.
 
 - `progress`: `say`, `wait_until`;
 - `net`: `port_open`, `free_port`, `wait_for_port`, `wait_http`;
-- `processes`: `stop` (a process group, SIGTERM then SIGKILL), `group_members`, `cmdline`;
+- `processes`: `spawn` (in a session of its own, output to a log), `stop` (the whole group,
+  SIGTERM then SIGKILL), `group_members`, `cmdline`;
+- `commands`: the command lines of granian serving the control plane, a Celery worker with
+  beat, and a node agent;
 - `engine`: the vLLM engine of the tests and benches, with the CPU flags in one constant;
 - `stats`: `percentile`.
 """

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from devtools.net import HOST
-from devtools.processes import cmdline, live_processes
+from devtools.processes import cmdline, live_processes, spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
@@ -76,14 +76,8 @@ def spawn_engine(
 ) -> subprocess.Popen[bytes]:
     """An engine in a process group of its own (stop it with devtools.processes.stop), its
     output appended to `log`. It serves /health with 200 once ready (20-60 s on a CPU)."""
-    with log.open("ab") as output:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            engine_command(model_dir, served_name, port, api_key, python=python, args=args),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=engine_environment(),
-            start_new_session=True,
-        )
+    command = engine_command(model_dir, served_name, port, api_key, python=python, args=args)
+    return spawn(command, log, env=engine_environment())
 
 
 def embedding_model_dir(engine_root: Path = ROOT / ".venv-engine") -> Path | None:

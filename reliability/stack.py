@@ -20,7 +20,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import processes
+from devtools.commands import agent_command, celery_command, granian_command
 from devtools.engine import kill_engines
 from devtools.net import port_open
 from devtools.progress import say, wait_until
@@ -37,8 +37,6 @@ from devtools.progress import say, wait_until
 __all__ = ["Stack", "db", "running_stack", "say", "wait_until"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 
 PG_PORT = 5442
 REDIS_PORT = 6389
@@ -70,15 +68,7 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: a signal reaches its children too
-            )
+        self.popen = processes.spawn(self.command, self.log, env=self.env, cwd=ROOT)
 
     @property
     def pid(self) -> int:
@@ -205,11 +195,7 @@ class Stack:
         return process
 
     def granian(self, name: str, port: int) -> Process:
-        return self.add(
-            name,
-            [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "controlplane.asgi:application"],
-        )  # fmt: skip
+        return self.add(name, granian_command(port, extra=["--workers", "1"]))
 
     def start_server(self, name: str) -> None:
         port = API_PORT if name == "api" else GATEWAY_PORTS[name]
@@ -217,15 +203,14 @@ class Stack:
         wait_until(f"{name} on port {port}", lambda: port_open(port), 60)
 
     def agent(self, name: str) -> Process:
+        state_dir = str(self.workdir / "agents" / name)
+        options = ["--state-dir", state_dir, "--interval", "0.5", "--backoff-base", "1",
+                   "--backoff-cap", "4", "--start-timeout", "400"]  # fmt: skip
         return self.add(
             f"agent-{name}",
-            [PYTHON, str(ROOT / "manage.py"), "nodeagent", "--control-plane",
-             f"http://127.0.0.1:{API_PORT}", "--name", name, "--address", "127.0.0.1",
-             "--state-dir", str(self.workdir / "agents" / name), "--port-range", NODES[name],
-             "--interval", "0.5", "--backoff-base", "1", "--backoff-cap", "4",
-             "--start-timeout", "400"],
+            agent_command(f"http://127.0.0.1:{API_PORT}", name, NODES[name], options),
             {**self.env, "NODE_CREDENTIAL": self.credentials[name]},
-        )  # fmt: skip
+        )
 
     def start(self, replicas: int = 2) -> None:
         from django.core.management import call_command
@@ -246,12 +231,9 @@ class Stack:
             self.granian(name, port)
         for name in ("api", *GATEWAY_PORTS):
             self.start_server(name)
-        self.add(
-            "celery",
-            [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--beat", "--pool", "solo",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--schedule", str(self.workdir / "celerybeat-schedule")],
-        ).start()  # fmt: skip
+        schedule = self.workdir / "celerybeat-schedule"
+        quiet = ["--without-gossip", "--without-mingle"]
+        self.add("celery", celery_command(schedule, "INFO", quiet)).start()
         say("starting two node agents (rel-a, rel-b)")
         for name in NODES:
             self.agent(name).start()

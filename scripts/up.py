@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devtools import processes  # noqa: E402
+from devtools.commands import agent_command, granian_command  # noqa: E402
 from devtools.net import wait_http  # noqa: E402
+from devtools.processes import spawn  # noqa: E402
 from devtools.progress import say  # noqa: E402
 
 PYTHON = sys.executable
@@ -188,23 +190,7 @@ def main() -> int:
     server = agent = None
     try:
         say(f"serving the control plane on {url}")
-        server_log = open(var_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
-        server = subprocess.Popen(
-            [
-                str(Path(PYTHON).parent / "granian"),
-                "--interface",
-                "asgi",
-                "--host",
-                args.host,
-                "--port",
-                str(args.port),
-                "controlplane.asgi:application",
-            ],
-            cwd=ROOT,
-            stdout=server_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        server = spawn(granian_command(args.port, args.host), var_dir / "server.log", cwd=ROOT)
         try:
             # Any answer will do (401 without a node credential): the server is up.
             wait_http(url + "/api/agent/v1/workers", 60, process=server, any_status=True)
@@ -212,27 +198,11 @@ def main() -> int:
             raise SystemExit(f"the control plane did not start: {exc}; see var/server.log") from exc
 
         say(f"starting the node agent (log: {var_dir / 'agent.log'})")
-        agent_log = open(var_dir / "agent.log", "ab")  # noqa: SIM115
-        agent = subprocess.Popen(
-            [
-                PYTHON,
-                str(ROOT / "manage.py"),
-                "nodeagent",
-                "--control-plane",
-                url,
-                "--name",
-                NODE_NAME,
-                "--address",
-                "127.0.0.1",
-                "--port-range",
-                args.port_range,
-                "--stop-workers-on-exit",
-            ],
-            cwd=ROOT,
+        agent = spawn(
+            agent_command(url, NODE_NAME, args.port_range, ["--stop-workers-on-exit"]),
+            var_dir / "agent.log",
             env={**os.environ, "NODE_CREDENTIAL": credential},
-            stdout=agent_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cwd=ROOT,
         )
         wait_registered(agent)
         say(f"deploying {MODEL}; the engine takes 20-60 s to start")

@@ -6,17 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools import processes
+from devtools.commands import agent_command
 from devtools.engine import engine_processes, kill_engines
 
 # Finding and killing engines by port is devtools' (the reliability runner needs it too).
 __all__ = ["AgentProcess", "engine_processes", "kill_engines"]
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -42,38 +40,11 @@ class AgentProcess:
             "DEBUG": "1",
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         }
-        command = [
-            sys.executable,
-            str(ROOT / "manage.py"),
-            "nodeagent",
-            "--control-plane",
-            self.url,
-            "--name",
-            self.name,
-            "--address",
-            "127.0.0.1",
-            "--state-dir",
-            str(self.state_dir),
-            "--port-range",
-            self.port_range,
-            "--interval",
-            "0.5",
-            "--backoff-base",
-            "1",
-            "--backoff-cap",
-            "4",
-            "--crash-loop-after",
-            "3",
-            "--stop-grace",
-            "10",
-            "--start-timeout",
-            str(self.start_timeout),
-        ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log.close()
+        options = ["--state-dir", str(self.state_dir), "--interval", "0.5", "--backoff-base", "1",
+                   "--backoff-cap", "4", "--crash-loop-after", "3", "--stop-grace", "10",
+                   "--start-timeout", str(self.start_timeout)]  # fmt: skip
+        command = agent_command(self.url, self.name, self.port_range, options)
+        self.process = processes.spawn(command, self.log_path, env=env)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         # To the agent only, not its group: on SIGTERM the agent stops its engines itself.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.commands import agent_command, celery_command, granian_command
 from devtools.engine import (
     CPU_ENGINE_ARGS,
     CPU_ENGINE_ENV,
@@ -27,7 +28,7 @@ from devtools.engine import (
     kill_engines,
 )
 from devtools.net import free_port, port_open, wait_http
-from devtools.processes import group_members, stop
+from devtools.processes import group_members, spawn, stop
 from devtools.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,3 +166,25 @@ def test_devtools_import_neither_django_nor_httpx() -> None:
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_a_spawned_process_appends_to_its_log_in_a_session_of_its_own(tmp_path: Path) -> None:
+    log = tmp_path / "child.log"
+    log.write_text("earlier run\n")
+    child = spawn([sys.executable, "-c", "import os; print(os.getsid(0) == os.getpid())"], log)
+    assert child.wait(10) == 0
+    assert log.read_text() == "earlier run\nTrue\n"
+
+
+def test_the_control_planes_processes_run_from_this_python() -> None:
+    server = granian_command(8031, extra=["--workers", "1"])
+    assert server[:3] == [sys.executable, "-m", "granian"]
+    assert server[-1] == "controlplane.asgi:application"
+    assert server[server.index("--port") + 1] == "8031"
+    agent = agent_command("http://127.0.0.1:8031", "local", "8100-8199", ["--interval", "1"])
+    assert agent[1:3] == [str(ROOT / "manage.py"), "nodeagent"]
+    assert agent[agent.index("--port-range") + 1] == "8100-8199"
+    assert agent[-2:] == ["--interval", "1"]
+    celery = celery_command(Path("/tmp/schedule"), "INFO")
+    assert "--beat" in celery
+    assert celery[celery.index("--schedule") + 1] == "/tmp/schedule"
