@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 
 from devtools.engine import engine_processes
+from devtools.progress import say, wait_until
 
 from .load import Load, Outcome, run_load
-from .stack import GATEWAY_PORTS, MODEL, NODES, Stack, db, say, wait_until
+from .stack import GATEWAY_PORTS, MODEL, NODES, Stack, db
 
 
 @dataclass

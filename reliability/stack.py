@@ -33,9 +33,6 @@ from devtools.engine import kill_engines
 from devtools.net import port_open
 from devtools.progress import say, wait_until
 
-# say and wait_until are devtools'; the scenarios import them from here.
-__all__ = ["Stack", "db", "running_stack", "say", "wait_until"]
-
 ROOT = Path(__file__).resolve().parent.parent
 
 PG_PORT = 5442
