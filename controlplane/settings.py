@@ -32,7 +32,7 @@ from controlplane.environment import (
     env_url,
 )
 
-# --- Settings made of several variables ----------------------------------------------------
+# --- Settings built from variables by more than a helper -----------------------------------
 
 
 def database_from_url(url: str | None) -> dict[str, object]:
@@ -68,6 +68,7 @@ def database_from_url(url: str | None) -> dict[str, object]:
 
 
 def cache_for(redis_url: str) -> dict[str, dict[str, str]]:
+    """Redis when there is one (shared by every process: sign-in counts), else process memory."""
     if redis_url:
         return {
             "default": {
