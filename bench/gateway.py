@@ -13,9 +13,9 @@ Its last line reads `gateway/direct throughput ratio: json=R1 stream=R2`.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,10 +23,15 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from devtools.commands import celery_command, granian_command  # noqa: E402
+from devtools.engine import CPU_ENGINE_ARGS, ENGINE_PYTHON, TINY_MODEL, spawn_engine  # noqa: E402
+from devtools.net import wait_http  # noqa: E402
+from devtools.processes import group_members, spawn, stop  # noqa: E402
+from devtools.stats import percentile  # noqa: E402
+
 ENGINE_PORT = int(os.environ.get("BENCH_ENGINE_PORT", "8210"))
 GATEWAY_PORT = int(os.environ.get("BENCH_GATEWAY_PORT", "8270"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "16"))
@@ -35,15 +40,11 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MAX_TOKENS = 16
 # Where the engine comes from and how it runs: the CPU build here by default; on a GPU host,
 # e.g. BENCH_ENGINE_PYTHON=python3 BENCH_ENGINE_ARGS="--gpu-memory-utilization 0.2".
-ENGINE_PYTHON = os.environ.get("BENCH_ENGINE_PYTHON", str(ROOT / ".venv-engine/bin/python"))
-ENGINE_ARGS = os.environ.get(
-    "BENCH_ENGINE_ARGS", "--gpu-memory-utilization 0.3 --enforce-eager --dtype float32"
-).split()
+BENCH_ENGINE_PYTHON = os.environ.get("BENCH_ENGINE_PYTHON", str(ENGINE_PYTHON))
+ENGINE_ARGS = os.environ.get("BENCH_ENGINE_ARGS", " ".join(CPU_ENGINE_ARGS)).split()
 
-workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-os.environ.setdefault("DEBUG", "1")
-os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir}/bench.sqlite3")
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+# Logs and the SQLite database of one run; made once the arguments are read (not for --help).
+workdir: Path
 
 
 def setup_world() -> tuple[str, str, int]:
@@ -92,29 +93,14 @@ def setup_world() -> tuple[str, str, int]:
 
 
 def start_engine(name: str, api_key: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_CPU_KVCACHE_SPACE="1")
-    log = (workdir / "engine.log").open("wb")
-    return subprocess.Popen(
-        [
-            ENGINE_PYTHON,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(ROOT / "var/models/tiny-llama"),
-            "--served-model-name",
-            name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(ENGINE_PORT),
-            *ENGINE_ARGS,
-            "--api-key",
-            api_key,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
+    return spawn_engine(
+        TINY_MODEL,
+        name,
+        ENGINE_PORT,
+        api_key,
+        workdir / "engine.log",
+        python=BENCH_ENGINE_PYTHON,
+        args=ENGINE_ARGS,
     )
 
 
@@ -122,30 +108,9 @@ def start_usage_flusher() -> subprocess.Popen[bytes] | None:
     """With Redis, as in production: a Celery worker with beat flushes the usage buffer."""
     if not os.environ.get("REDIS_URL"):
         return None  # embedded: the gateway process's own batch writer thread does it
-    log = (workdir / "celery.log").open("wb")
+    command = celery_command(workdir / "beat-schedule")
     env = dict(os.environ, CELERY_TASK_ALWAYS_EAGER="0")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "controlplane",
-            "worker",
-            "--beat",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "WARNING",
-            "--schedule",
-            str(workdir / "beat-schedule"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    return spawn(command, workdir / "celery.log", env=env, cwd=ROOT)
 
 
 def gateway_env() -> dict[str, str]:
@@ -156,54 +121,8 @@ def gateway_env() -> dict[str, str]:
 
 
 def start_gateway() -> subprocess.Popen[bytes]:
-    log = (workdir / "gateway.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--loop",
-            "uvloop",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(GATEWAY_PORT),
-            "--no-ws",
-            "controlplane.asgi:application",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=gateway_env(),
-        cwd=ROOT,
-        start_new_session=True,
-    )
-
-
-def wait_http(
-    url: str, timeout: float, proc: subprocess.Popen[bytes], headers: dict[str, str] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited ({proc.returncode}); logs in {workdir}")
-        try:
-            if httpx.get(url, headers=headers or {}, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not up after {timeout}s; logs in {workdir}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    command = granian_command(GATEWAY_PORT, extra=["--loop", "uvloop", "--no-ws"])
+    return spawn(command, workdir / "gateway.log", env=gateway_env(), cwd=ROOT)
 
 
 async def load(
@@ -273,19 +192,17 @@ def cpu_seconds(pid: int) -> float:
 def gateway_cpu(proc: subprocess.Popen[bytes]) -> float:
     # granian runs the app in a worker child process: count the whole process group.
     total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == proc.pid:
-                    total += cpu_seconds(int(entry.name))
-            except (OSError, ValueError):
-                continue
+    for pid in group_members(proc.pid):
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, ValueError):
+            continue  # it exited in between
     return total
 
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(int(q * len(values)), len(values) - 1)] * 1000
+    """In milliseconds."""
+    return percentile(values, q) * 1000
 
 
 async def main(model: str, key: str, worker_id: int) -> None:
@@ -296,13 +213,19 @@ async def main(model: str, key: str, worker_id: int) -> None:
     gateway = None
     flusher = start_usage_flusher()
     try:
-        wait_http(f"http://127.0.0.1:{ENGINE_PORT}/health", 180, engine)
+        wait_http(
+            f"http://127.0.0.1:{ENGINE_PORT}/health",
+            180,
+            process=engine,
+            log=workdir / "engine.log",
+        )
         gateway = start_gateway()
         wait_http(
             f"http://127.0.0.1:{GATEWAY_PORT}/v1/models",
             60,
-            gateway,
-            {"Authorization": f"Bearer {key}"},
+            process=gateway,
+            headers={"Authorization": f"Bearer {key}"},
+            log=workdir / "gateway.log",
         )
         direct = (f"http://127.0.0.1:{ENGINE_PORT}", engine_key)
         through = (f"http://127.0.0.1:{GATEWAY_PORT}", key)
@@ -368,14 +291,32 @@ async def main(model: str, key: str, worker_id: int) -> None:
         json_ratio, stream_ratio = ratios["json"], ratios["stream"]
         print(f"gateway/direct throughput ratio: json={json_ratio:.2f} stream={stream_ratio:.2f}")
     finally:
-        if gateway is not None:
-            stop(gateway)
-        if flusher is not None:
-            stop(flusher)
-        stop(engine)
+        stop(gateway, 20)
+        stop(flusher, 20)
+        stop(engine, 20)
+
+
+SETTINGS = """settings, from the environment:
+  BENCH_CONCURRENCY     concurrent clients (16)
+  BENCH_ROUNDS          alternating direct/gateway rounds (3)
+  BENCH_ROUND_SECONDS   seconds per round (6)
+  BENCH_ENGINE_PORT     the engine's port (8210)
+  BENCH_GATEWAY_PORT    the gateway's port (8270)
+  BENCH_ENGINE_PYTHON   the engine's python (.venv-engine/bin/python)
+  BENCH_ENGINE_ARGS     the engine's flags (the CPU build's)
+  DATABASE_URL, REDIS_URL  PostgreSQL and Redis instead of SQLite and in-process counters"""
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir}/bench.sqlite3")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     import uvloop
 
     uvloop.run(main(*setup_world()))

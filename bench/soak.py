@@ -12,7 +12,6 @@ included), sampled every 10 s; growth compares the first minute's mean with the 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -20,8 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from devtools.processes import group_members
+from devtools.progress import say
+from devtools.stats import percentile
 from reliability.load import Load, Outcome, run_load
-from reliability.stack import MODEL, ROOT, running_stack, say
+from reliability.stack import MODEL, ROOT, running_stack
 
 SAMPLE_SECONDS = 10
 
@@ -29,26 +31,14 @@ SAMPLE_SECONDS = 10
 def group_rss(pgid: int) -> int:
     """Resident bytes of every process in the group."""
     total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in group_members(pgid):
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            if int(stat[stat.rindex(")") + 2 :].split()[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         except (OSError, ValueError, IndexError):
-            continue
+            continue  # it exited in between
     return total
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 
 
 def main() -> int:

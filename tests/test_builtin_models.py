@@ -10,12 +10,11 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 
+from devtools.engine import ENGINE_PYTHON, TINY_MODEL
 from models_registry.models import EngineRuntime, ModelVersion
 
-ENGINE_PYTHON = Path(settings.BASE_DIR) / ".venv-engine" / "bin" / "python"
 needs_engine = pytest.mark.skipif(
     not ENGINE_PYTHON.exists(), reason="no engine environment: make engine"
 )
@@ -81,7 +80,7 @@ def test_a_python_without_vllm_is_refused_with_the_reason() -> None:
 @pytest.mark.django_db
 def test_the_builtin_models_are_registered_as_active_versions() -> None:
     call_command("register_runtime", "--cpu", "--python", str(ENGINE_PYTHON), stdout=StringIO())
-    tiny = Path(settings.BASE_DIR) / "var" / "models" / "tiny-llama"
+    tiny = TINY_MODEL
     if not (tiny / "config.json").exists():
         pytest.skip("no tiny model built")
     call_command("register_builtin_models", "--tiny-dir", str(tiny), stdout=StringIO())

@@ -4,12 +4,13 @@ own browsers here; `make browser` installs chromium) against pytest-django's liv
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devtools.net import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,19 +21,8 @@ if not SCREENSHOTS.is_absolute():
     SCREENSHOTS = ROOT / SCREENSHOTS
 
 
-def _free_port(first: int = 8300, last: int = 8399) -> int:
-    """The dashboard's tests own ports 8300-8399; take the first one nobody holds."""
-    for port in range(first, last + 1):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 8300-8399 for the live server")
-
-
-os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", f"127.0.0.1:{_free_port()}")
+# The dashboard's tests own ports 8300-8399; the live server takes the first one nobody holds.
+os.environ.setdefault("DJANGO_LIVE_TEST_SERVER_ADDRESS", f"127.0.0.1:{free_port(8300, 8399)}")
 
 
 def is_browser_test(item: pytest.Item) -> bool:

@@ -28,6 +28,7 @@ from django.test import Client
 from playwright.sync_api import Page, expect
 
 from controlplane.models import UsageRecord
+from devtools.net import free_port
 from models_registry.management.commands.register_runtime import CPU_ENVIRONMENT
 from models_registry.models import EngineRuntime, Model, ModelVersion, VersionState
 from nodes import credentials
@@ -36,7 +37,6 @@ from tenants.models import ApiKey, Membership, Role, Tenant
 
 from ..agent_support import AgentProcess, kill_engines
 from ..gateway_support import ENGINE_PYTHON, TINY_MODEL, EmbeddedGateway
-from .conftest import _free_port
 from .test_dashboard_browser import PASSWORD, duplicate_ids, shoot
 
 WORKER_PORTS = "8370-8379"
@@ -109,7 +109,7 @@ def node_agent(live_server: Any, scene: dict[str, Any], tmp_path: Path) -> Itera
 
 @pytest.fixture
 def gateway(live_server: Any, scene: dict[str, Any]) -> Iterator[EmbeddedGateway]:
-    server = EmbeddedGateway(_free_port(8350, 8359))
+    server = EmbeddedGateway(free_port(8350, 8359))
     try:
         yield server
     finally:
