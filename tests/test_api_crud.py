@@ -42,7 +42,7 @@ class ResourceCase:
 
     # --- what a concrete class declares -------------------------------------------------
     # The audit action of a creation and of a deletion (controlplane.audit.Action).
-    create_action, delete_action = "create", "delete"
+    create_action, update_action, delete_action = "create", "update", "delete"
 
     def sample(self) -> models.Model:
         raise NotImplementedError
@@ -108,7 +108,7 @@ class ResourceCase:
         for name, value in payload.items():
             assert response.data[name] == value
         event = AuditEvent.objects.get(
-            action="update", object_type=self.model._meta.label, object_id=str(obj.pk)
+            action=self.update_action, object_type=self.model._meta.label, object_id=str(obj.pk)
         )
         assert set(payload) & set(event.changes), event.changes
 
@@ -324,6 +324,7 @@ class TestGpus(ResourceCase):
 
 class TestDeployments(ResourceCase):
     endpoint, model = "deployments", Deployment
+    update_action = "scale"  # replicas: nodes.services.scale_deployment, as on the dashboard
 
     def sample(self) -> models.Model:
         return factories.deployment()
