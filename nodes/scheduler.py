@@ -16,6 +16,9 @@ Filters say, in words, why a node cannot take a replica; when no node passes, th
 Devices: a GPU runs one worker at a time (exclusive). A CPU node registers one pseudo-device
 (kind "cpu") with the host's memory; several workers share it as long as their memory
 estimates fit. All devices of one replica are on one node (tensor parallelism needs that).
+
+Over 400 lines on purpose: the filters, the scorers and the placement loop that runs them are
+one pipeline, read top to bottom; `place` stays pure (no database) whatever the length.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from controlplane import invalidation
 from controlplane.validation import FieldConstraintsMixin, has_changed
 from tenants import keys
 from tenants.scopes import QuotaScope, scope_of
@@ -228,6 +229,10 @@ class ApiKey(FieldConstraintsMixin, models.Model):
         now = timezone.now()
         done = ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=now)
         self.refresh_from_db(fields=["revoked_at"])
+        if done:
+            # A queryset update sends no post_save, so controlplane.signals would not tell the
+            # gateways; they must drop the key at once, not at their next reload.
+            invalidation.publish("keys", self.pk, source=self._meta.label, gone=True)
         return bool(done)
 
     def clean(self) -> None:

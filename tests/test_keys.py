@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from controlplane import audit
+from controlplane import audit, invalidation
 from tenants import keys, services
 from tenants.models import ApiKey, Tenant
 
@@ -63,3 +64,22 @@ def test_rotation_keeps_the_old_key_working_for_the_grace_period(tenant_a: Tenan
     old.refresh_from_db()
     assert old.expires_at is not None
     assert timedelta(minutes=59) < old.expires_at - timezone.now() <= timedelta(hours=1)
+
+
+def test_revoking_a_key_tells_the_gateways_to_drop_it_at_once(
+    tenant_a: Tenant, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Revocation is a conditional UPDATE (no post_save), so it publishes the invalidation
+    itself; without it a gateway kept a revoked key until its next reload."""
+    key, _ = ApiKey.issue(tenant=tenant_a, name="leaked")
+    heard: list[dict[str, Any]] = []
+    invalidation.add_local_listener(heard.append)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.revoke_key(key, origin=audit.CLI)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.revoke_key(key, origin=audit.CLI)  # a second revocation changes nothing
+    finally:
+        invalidation.remove_local_listener(heard.append)
+    gone = [m for m in heard if m["kind"] == "keys" and m["gone"]]
+    assert [(m["id"], m["source"]) for m in gone] == [(key.pk, "tenants.ApiKey")]
