@@ -236,6 +236,15 @@ class Worker(models.Model):
 
         return worker_api_key(self.pk)
 
+    @property
+    def can_restart(self) -> bool:
+        """A restart replaces a wanted worker's engine; one that is draining, stopped or asked
+        to stop is on its way out (its deployment places a new worker if it needs one)."""
+        return self.desired_state != DesiredState.STOPPED and self.state not in (
+            WorkerState.DRAINING,
+            WorkerState.STOPPED,
+        )
+
 
 class WorkerEvent(models.Model):
     """One state transition of a worker, with its reason: the worker's history."""

@@ -50,10 +50,7 @@ def restart_worker(
     """
     with transaction.atomic():
         locked = Worker.objects.select_for_update().get(pk=worker.pk)
-        if locked.desired_state == DesiredState.STOPPED or locked.state in (
-            WorkerState.DRAINING,
-            WorkerState.STOPPED,
-        ):
+        if not locked.can_restart:
             raise Refused(
                 f"Worker {locked} is {locked.state} and no longer wanted; it cannot be "
                 "restarted (its deployment places a new worker if it needs one)."

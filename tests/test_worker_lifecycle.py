@@ -92,6 +92,14 @@ def test_the_dashboard_restarts_and_drains_through_the_services(platform_admin: 
     refused = client.post(url)
     assert refused.status_code == 409
     assert "cannot be restarted" in refused.content.decode()
+    # On the node page (htmx) the refusal is said above the refreshed block, which no longer
+    # offers a restart: htmx would show nothing of a bare 409.
+    shown = client.post(url, headers={"HX-Request": "true"})
+    assert shown.status_code == 200
+    page = shown.content.decode()
+    assert 'id="node-refusal"' in page and "cannot be restarted" in page
+    assert reverse("dashboard:worker-action", args=[worker.pk, "restart"]) not in page
+    assert trail(worker) == [("restart", "dashboard"), ("drain", "dashboard")]
 
 
 def test_unknown_dashboard_actions_are_not_found(platform_admin: Actor) -> None:

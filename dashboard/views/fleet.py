@@ -354,16 +354,20 @@ def node_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
     try:
         operation(node, f"{action} from the dashboard", origin=origin(request))
     except services.Refused as exc:
-        return HttpResponse(str(exc), status=409)
+        if not is_partial(request):
+            return HttpResponse(str(exc), status=409)
+        return node_answer(request, node.name, refusal=str(exc))
     return node_answer(request, node.name)
 
 
-def node_answer(request: HttpRequest, name: str) -> HttpResponse:
-    """After an action: the refreshed live block for htmx, the node page otherwise."""
+def node_answer(request: HttpRequest, name: str, refusal: str = "") -> HttpResponse:
+    """After an action: the refreshed live block for htmx, the node page otherwise. A refused
+    action (someone else drained the worker meanwhile) is said in words above the block, not
+    a silent 409 that htmx would not show."""
     if not is_partial(request):
         return redirect(reverse("dashboard:node", args=[name]))
     node = get_object_or_404(nodes_with_fleet(Node.objects.all()), name=name)
-    return render(request, "htmx/node_live.html", {"node": node})
+    return render(request, "htmx/node_live.html", {"node": node, "refusal": refusal})
 
 
 @require_GET
@@ -391,7 +395,9 @@ def worker_action(request: HttpRequest, worker_id: int, action: str) -> HttpResp
     try:
         operation(worker, origin=origin(request))
     except services.Refused as exc:
-        return HttpResponse(str(exc), status=409)
+        if worker.node is None or not is_partial(request):
+            return HttpResponse(str(exc), status=409)
+        return node_answer(request, worker.node.name, refusal=str(exc))
     if worker.node is None:
         return redirect_after_save(request, reverse("dashboard:deployments"))
     return node_answer(request, worker.node.name)
