@@ -1,4 +1,8 @@
-"""Models and their versions, deployments, nodes and workers: the platform team's fleet."""
+"""Models and their versions, deployments, nodes and workers: the platform team's fleet.
+
+Just over 400 lines: thin views (the rules are on the models and in nodes.services), grouped by
+the pages of the Fleet section; split it by page when it grows further.
+"""
 
 from __future__ import annotations
 
