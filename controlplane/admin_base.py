@@ -16,7 +16,7 @@ from django.db import models, transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from controlplane.audit import Action, Origin, diff, state_of
+from controlplane.audit import Action, AuditVia, Origin, diff, state_of
 from controlplane.validation import RulesFormMixin
 
 
@@ -25,9 +25,7 @@ class RulesModelForm(RulesFormMixin, forms.ModelForm):
 
 
 def origin(request: HttpRequest) -> Origin:
-    return Origin(
-        actor=request.user, via="admin", remote_addr=request.META.get("REMOTE_ADDR") or None
-    )
+    return Origin.of(request, AuditVia.ADMIN)
 
 
 class AuditedAdmin(admin.ModelAdmin):

@@ -130,6 +130,12 @@ class Origin:
     via: AuditVia | str
     remote_addr: str | None = None
 
+    @classmethod
+    def of(cls, request: Any, via: AuditVia | str) -> Origin:
+        """The signed-in user of an HTTP request (Django's or DRF's) and its client address."""
+        address = request.META.get("REMOTE_ADDR")
+        return cls(actor=request.user, via=via, remote_addr=str(address) if address else None)
+
     def record(
         self, action: Action | str, obj: models.Model, changes: dict[str, Any] | None = None
     ) -> AuditEvent:

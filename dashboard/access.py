@@ -14,13 +14,12 @@ from typing import Any
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
 from django.db.models import QuerySet
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from controlplane.audit import Origin
+from controlplane.audit import AuditVia, Origin
 from tenants.models import Tenant
 from tenants.roles import Actor, actor_of
 
@@ -86,17 +85,7 @@ def require_platform_admin(who: Actor) -> None:
 
 def origin(request: HttpRequest) -> Origin:
     """Who is writing, through the dashboard: handed to services and the audit log."""
-    return Origin(actor=request.user, via="dashboard", remote_addr=request.META.get("REMOTE_ADDR"))
-
-
-def record(
-    request: HttpRequest,
-    action: str,
-    obj: models.Model,
-    changes: dict[str, Any] | None = None,
-) -> None:
-    """Every change made through the dashboard leaves an audit event."""
-    origin(request).record(action, obj, changes)
+    return Origin.of(request, AuditVia.DASHBOARD)
 
 
 def refused(form: BaseForm, exc: ValidationError) -> None:
@@ -104,16 +93,6 @@ def refused(form: BaseForm, exc: ValidationError) -> None:
     errors = exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}
     for field, messages in errors.items():
         form.add_error(field if field in form.fields else None, messages)
-
-
-def changed_fields(form: Any) -> dict[str, list[Any]]:
-    """[old, new] for each field a bound ModelForm changed, for the audit log."""
-    changes: dict[str, list[Any]] = {}
-    for name in form.changed_data:
-        old = form.initial.get(name)
-        new = form.cleaned_data.get(name)
-        changes[name] = [old, new]
-    return changes
 
 
 def is_partial(request: HttpRequest) -> bool:

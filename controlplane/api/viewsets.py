@@ -17,15 +17,9 @@ from typing import Any
 from django.db import models, transaction
 from django.db.models import QuerySet
 from rest_framework import serializers, viewsets
-from rest_framework.request import Request
 
-from controlplane.audit import Origin, state_of
+from controlplane.audit import AuditVia, Origin, state_of
 from tenants.roles import Actor, actor_of
-
-
-def client_address(request: Request) -> str | None:
-    address = request.META.get("REMOTE_ADDR")
-    return str(address) if address else None
 
 
 class ActorMixin:
@@ -65,7 +59,7 @@ class AuditedMixin(ActorMixin):
     @property
     def origin(self) -> Origin:
         """Who is writing, through the REST API: handed to services and the audit log."""
-        return Origin(actor=self.request.user, via="api", remote_addr=client_address(self.request))
+        return Origin.of(self.request, AuditVia.API)
 
     def audit(self, action: str, obj: models.Model, changes: dict[str, Any] | None = None) -> None:
         self.origin.record(action, obj, changes)
