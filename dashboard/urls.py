@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard.views import fleet, overview, tenants, usage
+from dashboard.views import audit, fleet, overview, tenants, usage
 
 app_name = "dashboard"
 
@@ -51,5 +51,5 @@ urlpatterns = [
     # usage and audit
     path("usage/", usage.usage, name="usage"),
     path("usage/export.csv", usage.usage_csv, name="usage-csv"),
-    path("audit/", usage.audit_log, name="audit"),
+    path("audit/", audit.audit_log, name="audit"),
 ]
